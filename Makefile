@@ -1,0 +1,30 @@
+# Two commands do all setup on a fresh machine with Python 3.11 and pip:
+#   make demo   trains the moons model on the CPU and writes figures to outputs/moons/
+#   make test   runs the whole test suite, notebooks included
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test notebook benchmark clean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m diffusion_playground train moons --device cpu --out outputs/moons
+
+test: $(STAMP)
+	DP_QUICK=1 MPLBACKEND=Agg $(BIN)/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+
+notebook: $(STAMP)
+	$(BIN)/jupyter lab notebooks/experiments
+
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/trainer_overhead.py
+
+clean:
+	rm -rf $(VENV) outputs

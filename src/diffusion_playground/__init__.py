@@ -1,0 +1,43 @@
+"""diffusion_playground: denoising diffusion models to read, run and modify.
+
+The public API (names and call shapes kept stable across versions)::
+
+    from diffusion_playground import (
+        BaseBackbone, MLPBackbone, TimeConditionedModel, TimeAndClassConditionedModel,
+        NoiseSchedule, LinearNoiseSchedule, CosineNoiseSchedule,
+        sample_xt, generate_samples, train_denoiser, load_checkpoint,
+    )
+"""
+
+__version__ = "0.1.0"
+
+from diffusion_playground.diffusion import (  # noqa: E402
+    CosineNoiseSchedule,
+    LinearNoiseSchedule,
+    NoiseSchedule,
+    generate_samples,
+    sample_xt,
+)
+from diffusion_playground.models import (  # noqa: E402
+    BaseBackbone,
+    MLPBackbone,
+    TimeAndClassConditionedModel,
+    TimeConditionedModel,
+)
+from diffusion_playground.training import TrainingHistory, load_checkpoint, train_denoiser  # noqa: E402
+
+__all__ = [
+    "BaseBackbone",
+    "CosineNoiseSchedule",
+    "LinearNoiseSchedule",
+    "MLPBackbone",
+    "NoiseSchedule",
+    "TimeAndClassConditionedModel",
+    "TimeConditionedModel",
+    "TrainingHistory",
+    "__version__",
+    "generate_samples",
+    "load_checkpoint",
+    "sample_xt",
+    "train_denoiser",
+]

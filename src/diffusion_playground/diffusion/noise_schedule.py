@@ -1,0 +1,166 @@
+"""Discrete-time variance-preserving noise schedules.
+
+Notation (Ho et al. 2020, "Denoising Diffusion Probabilistic Models", section 2):
+
+    beta_t                    variance added at step t           q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)
+    alpha_t    = 1 - beta_t
+    alpha_bar_t = prod_{s<=t} alpha_s                             q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)
+    snr_t      = alpha_bar_t / (1 - alpha_bar_t)                  signal-to-noise ratio (Kingma et al. 2021)
+    sigma_t    = sqrt((1 - alpha_bar_t) / alpha_bar_t) = snr_t^{-1/2}
+                                                                  noise level of the "variance exploding" view
+                                                                  x_t / sqrt(alpha_bar_t) = x_0 + sigma_t * eps (Karras et al. 2022)
+
+Time steps are integers t in [0, T): index 0 is the first (least noisy) step and T - 1 the last.
+Training draws t uniformly from [0, T) and sampling walks t = T-1, ..., 0, so both use the same
+indices (the original DiffusionLab trained on [0, T-1] but sampled on [1, T]).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class NoiseSchedule:
+    """A schedule defined by its betas; every other view is derived from them.
+
+    Args:
+        betas: 1-D tensor of the T variances beta_t, each in (0, 1).
+
+    Raises:
+        ValueError: if there is no step, a beta lies outside (0, 1), or alpha_bar is not
+            strictly decreasing (which would make some step remove noise).
+    """
+
+    def __init__(self, betas: Tensor) -> None:
+        betas = torch.as_tensor(betas, dtype=torch.float64)
+        if betas.ndim != 1 or betas.numel() < 1:
+            raise ValueError(
+                f"a noise schedule needs T >= 1 steps given as a 1-D tensor of betas; got shape {tuple(betas.shape)}"
+            )
+        if not torch.isfinite(betas).all() or (betas <= 0).any() or (betas >= 1).any():
+            bad = betas[~((betas > 0) & (betas < 1))]
+            raise ValueError(
+                f"every beta_t must lie in the open interval (0, 1); got {bad[:5].tolist()} "
+                f"(min {betas.min().item():.3g}, max {betas.max().item():.3g})"
+            )
+        alpha_bars = torch.cumprod(1.0 - betas, dim=0)
+        if (alpha_bars[1:] >= alpha_bars[:-1]).any():
+            raise ValueError(
+                "alpha_bar_t must be strictly decreasing in t (each step adds noise); "
+                "it is not for these betas"
+            )
+        # Everything is computed in float64 once, then stored as float32 for use with models.
+        self._betas64 = betas
+        self._device = torch.device("cpu")
+        self._build(torch.device("cpu"))
+
+    def _build(self, device: torch.device) -> None:
+        betas = self._betas64
+        alphas = 1.0 - betas
+        alpha_bars = torch.cumprod(alphas, dim=0)
+        alpha_bars_prev = torch.cat([torch.ones(1, dtype=torch.float64), alpha_bars[:-1]])
+
+        def f32(x: Tensor) -> Tensor:
+            return x.to(device=device, dtype=torch.float32)
+
+        self.betas = f32(betas)
+        self.alphas = f32(alphas)
+        self.alpha_bars = f32(alpha_bars)
+        self.alpha_bars_prev = f32(alpha_bars_prev)  # alpha_bar_{t-1}, with alpha_bar_{-1} = 1
+        self.sqrt_alpha_bars = f32(alpha_bars.sqrt())
+        self.sqrt_one_minus_alpha_bars = f32((1.0 - alpha_bars).sqrt())
+        self.snr = f32(alpha_bars / (1.0 - alpha_bars))
+        self.sigmas = f32(((1.0 - alpha_bars) / alpha_bars).sqrt())
+        # Posterior q(x_{t-1} | x_t, x_0) = N(c0_t x_0 + ct_t x_t, beta_tilde_t I)  (Ho et al. 2020, eq. 6-7)
+        self.posterior_variance = f32(betas * (1.0 - alpha_bars_prev) / (1.0 - alpha_bars))
+        self.posterior_mean_coef_x0 = f32(betas * alpha_bars_prev.sqrt() / (1.0 - alpha_bars))
+        self.posterior_mean_coef_xt = f32((1.0 - alpha_bars_prev) * alphas.sqrt() / (1.0 - alpha_bars))
+        self._device = device
+
+    @property
+    def time_steps(self) -> int:
+        """T, the number of diffusion steps."""
+        return self._betas64.numel()
+
+    @property
+    def T(self) -> int:  # noqa: N802 - the paper's symbol
+        return self.time_steps
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def to(self, device: torch.device | str) -> "NoiseSchedule":
+        """Move every derived tensor to ``device`` (in place) and return self."""
+        self._build(torch.device(device))
+        return self
+
+    def config(self) -> dict[str, Any]:
+        """Arguments that rebuild this schedule with :func:`schedule_from_config`."""
+        return {"name": "custom", "betas": self._betas64.tolist()}
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(T={self.T}, beta=[{self.betas[0].item():.2e}, {self.betas[-1].item():.2e}], "
+            f"alpha_bar_T-1={self.alpha_bars[-1].item():.2e})"
+        )
+
+
+class LinearNoiseSchedule(NoiseSchedule):
+    """beta_t linear from ``beta_start`` to ``beta_end`` (Ho et al. 2020, section 4: 1e-4 to 0.02, T = 1000)."""
+
+    def __init__(self, time_steps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> None:
+        _check_time_steps(time_steps)
+        if not 0.0 < beta_start <= beta_end < 1.0:
+            raise ValueError(
+                f"need 0 < beta_start <= beta_end < 1; got beta_start={beta_start}, beta_end={beta_end}"
+            )
+        self.beta_start, self.beta_end = float(beta_start), float(beta_end)
+        super().__init__(torch.linspace(beta_start, beta_end, time_steps, dtype=torch.float64))
+
+    def config(self) -> dict[str, Any]:
+        return {"name": "linear", "time_steps": self.T, "beta_start": self.beta_start, "beta_end": self.beta_end}
+
+
+class CosineNoiseSchedule(NoiseSchedule):
+    """Cosine schedule (Nichol & Dhariwal 2021, eq. 17).
+
+    alpha_bar(t) = f(t) / f(0),  f(t) = cos^2( (t/T + s) / (1 + s) * pi/2 ),
+    beta_t = 1 - alpha_bar(t) / alpha_bar(t-1), clipped at ``max_beta`` = 0.999 to avoid the
+    singularity at t = T. Our step index t in [0, T) is their step t + 1.
+    """
+
+    def __init__(self, time_steps: int, s: float = 0.008, max_beta: float = 0.999) -> None:
+        _check_time_steps(time_steps)
+        if s < 0:
+            raise ValueError(f"the cosine offset s must be >= 0; got s={s}")
+        if not 0.0 < max_beta < 1.0:
+            raise ValueError(f"max_beta must lie in (0, 1); got {max_beta}")
+        self.s, self.max_beta = float(s), float(max_beta)
+        steps = torch.arange(time_steps + 1, dtype=torch.float64)
+        f = torch.cos((steps / time_steps + s) / (1 + s) * math.pi / 2) ** 2
+        alpha_bar = f / f[0]
+        betas = (1.0 - alpha_bar[1:] / alpha_bar[:-1]).clamp(min=1e-8, max=max_beta)
+        super().__init__(betas)
+
+    def config(self) -> dict[str, Any]:
+        return {"name": "cosine", "time_steps": self.T, "s": self.s, "max_beta": self.max_beta}
+
+
+def _check_time_steps(time_steps: int) -> None:
+    if not isinstance(time_steps, int) or isinstance(time_steps, bool) or time_steps < 1:
+        raise ValueError(f"time_steps (T) must be an integer >= 1; got {time_steps!r}")
+
+
+def schedule_from_config(config: dict[str, Any]) -> NoiseSchedule:
+    """Rebuild a schedule from its :meth:`NoiseSchedule.config` (used by checkpoints)."""
+    kwargs = dict(config)
+    name = kwargs.pop("name", None)
+    builders = {"linear": LinearNoiseSchedule, "cosine": CosineNoiseSchedule, "custom": NoiseSchedule}
+    if name not in builders:
+        raise ValueError(f"unknown noise schedule {name!r}; expected one of {sorted(builders)}")
+    return builders[name](**kwargs)

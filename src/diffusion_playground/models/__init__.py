@@ -1,0 +1,16 @@
+"""Backbones, conditioning embeddings, and the wrappers that turn a backbone into a denoiser."""
+
+from diffusion_playground.models.backbones import BaseBackbone, MLPBackbone
+from diffusion_playground.models.cond_embedding import ClassEmbedding, TimeEmbedding, sinusoidal_embedding
+from diffusion_playground.models.time_and_class_conditioned_model import TimeAndClassConditionedModel
+from diffusion_playground.models.time_conditioned_model import TimeConditionedModel
+
+__all__ = [
+    "BaseBackbone",
+    "ClassEmbedding",
+    "MLPBackbone",
+    "TimeAndClassConditionedModel",
+    "TimeConditionedModel",
+    "TimeEmbedding",
+    "sinusoidal_embedding",
+]

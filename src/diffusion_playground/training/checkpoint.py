@@ -1,0 +1,247 @@
+"""Checkpoint files: atomic writes, finding the newest valid one, and rebuilding a model from one.
+
+A checkpoint is one ``checkpoint-step{step:08d}.pt`` file per save. It is written to a temporary
+file in the same folder, flushed to disk, then ``os.replace``d into place, so a crash during a save
+leaves the previous checkpoint intact and never a half-written file under a checkpoint's name.
+Everything in it is plain tensors, numbers, strings, lists and dicts, so it loads with
+``torch.load(weights_only=True)`` (no arbitrary code runs when a file is opened).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, schedule_from_config
+from diffusion_playground.models.backbones.base_backbone import backbone_from_config
+from diffusion_playground.models.time_and_class_conditioned_model import TimeAndClassConditionedModel
+from diffusion_playground.models.time_conditioned_model import TimeConditionedModel
+
+CHECKPOINT_FORMAT_VERSION = 1
+_CHECKPOINT_NAME = re.compile(r"^checkpoint-step(\d+)\.pt$")
+_WRAPPERS: dict[str, type[TimeConditionedModel]] = {
+    "TimeConditionedModel": TimeConditionedModel,
+    "TimeAndClassConditionedModel": TimeAndClassConditionedModel,
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, or from an incompatible version."""
+
+
+def checkpoint_path(directory: str | Path, step: int) -> Path:
+    return Path(directory) / f"checkpoint-step{step:08d}.pt"
+
+
+def list_checkpoints(directory: str | Path) -> list[Path]:
+    """Checkpoint files in ``directory``, newest (highest step) first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _CHECKPOINT_NAME.match(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def save_checkpoint_atomic(state: dict[str, Any], path: str | Path) -> Path:
+    """torch.save to a temporary file, fsync, then os.replace: readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_directory(path.parent)
+    return path
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories can't be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load one checkpoint file, raising :class:`CheckpointError` with the reason when it can't be used."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint file at {path}; pass a checkpoint-step*.pt file or the checkpoint_dir of a training run"
+        )
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # truncated zip, bad pickle, disk error: all mean "unusable"
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated ({type(error).__name__}: {error}); "
+            "delete it to resume from the previous one"
+        ) from error
+    if not isinstance(state, dict) or "format_version" not in state:
+        raise CheckpointError(f"{path} is not a diffusion_playground checkpoint (no format_version)")
+    if state["format_version"] != CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format {state['format_version']}, this version of diffusion_playground reads "
+            f"format {CHECKPOINT_FORMAT_VERSION}; load it with the package version that wrote it "
+            f"({state.get('package_version', 'unknown')})"
+        )
+    return state
+
+
+def read_newest_valid_checkpoint(
+    directory: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint in ``directory`` that loads; unusable newer ones are reported and skipped."""
+    for path in list_checkpoints(directory):
+        try:
+            return path, read_checkpoint(path, map_location)
+        except CheckpointError as error:
+            warnings.warn(f"skipping unusable checkpoint: {error}", RuntimeWarning, stacklevel=2)
+    return None
+
+
+def move_aside_old_checkpoints(directory: str | Path) -> Path | None:
+    """Move existing checkpoints into ``previous-<time>/`` (used when a run starts fresh with resume=False)."""
+    old = list_checkpoints(directory)
+    if not old:
+        return None
+    aside = Path(directory) / f"previous-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    aside.mkdir()
+    for path in old:
+        os.replace(path, aside / path.name)
+    return aside
+
+
+def prune_checkpoints(directory: str | Path, keep_last: int) -> None:
+    """Delete all but the ``keep_last`` newest checkpoints."""
+    for path in list_checkpoints(directory)[keep_last:]:
+        path.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------- random number generators
+
+
+def capture_rng_states() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU and every CUDA device) RNG states, as weights_only-loadable values."""
+    numpy_state = np.random.get_state(legacy=False)
+    return {
+        "python": random.getstate(),
+        "numpy": {
+            "bit_generator": numpy_state["bit_generator"],
+            "key": numpy_state["state"]["key"].tolist(),
+            "pos": int(numpy_state["state"]["pos"]),
+            "has_gauss": int(numpy_state["has_gauss"]),
+            "gauss": float(numpy_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    numpy_state = states["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": numpy_state["bit_generator"],
+            "state": {"key": np.asarray(numpy_state["key"], dtype=np.uint32), "pos": numpy_state["pos"]},
+            "has_gauss": numpy_state["has_gauss"],
+            "gauss": numpy_state["gauss"],
+        }
+    )
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+# ---------------------------------------------------------------------------- model description
+
+
+def model_config(model: nn.Module) -> dict[str, Any] | None:
+    """What rebuilds ``model``: its wrapper class and arguments and its backbone's, or None if it can't be rebuilt."""
+    wrapper_name = type(model).__name__
+    if _WRAPPERS.get(wrapper_name) is not type(model):
+        return None
+    backbone = model.backbone.backbone_config() if hasattr(model.backbone, "backbone_config") else None
+    if backbone is None:
+        return None
+    return {"wrapper": wrapper_name, "wrapper_kwargs": model.wrapper_config(), "backbone": backbone}
+
+
+def model_from_config(config: dict[str, Any]) -> TimeConditionedModel:
+    backbone = backbone_from_config(config["backbone"])
+    return _WRAPPERS[config["wrapper"]](backbone, **config["wrapper_kwargs"])
+
+
+def load_checkpoint(
+    path: str | Path,
+    model: nn.Module | None = None,
+    *,
+    use_ema: bool = True,
+    device: torch.device | str | None = None,
+    with_schedule: bool = False,
+) -> nn.Module | tuple[nn.Module, NoiseSchedule]:
+    """Load a trained model for sampling, from a checkpoint file or a folder of them (newest valid one).
+
+    Args:
+        path: a ``checkpoint-step*.pt`` file or the ``checkpoint_dir`` of a training run.
+        model: a model to fill with the weights; None rebuilds the model from the configuration
+            stored in the checkpoint (possible when its backbone class is importable).
+        use_ema: load the exponential moving average of the weights (what samplers should use)
+            rather than the raw training weights.
+        device: where to put the model (default: CUDA if available, else CPU).
+        with_schedule: also return the noise schedule the model was trained with.
+
+    Returns:
+        the model in eval mode, or ``(model, noise_schedule)``.
+    """
+    path = Path(path)
+    device = torch.device(device) if device is not None else default_device()
+    if path.is_dir():
+        found = read_newest_valid_checkpoint(path)
+        if found is None:
+            raise CheckpointError(f"no usable checkpoint-step*.pt file in {path}")
+        path, state = found
+    else:
+        state = read_checkpoint(path)
+    if model is None:
+        if state.get("model_config") is None:
+            raise CheckpointError(
+                f"{path} does not record how to rebuild its model (its backbone class is defined in a notebook, "
+                "a function, or was built from non-plain arguments); build the model and pass load_checkpoint(path, model=model)"
+            )
+        model = model_from_config(state["model_config"])
+    weights = state["ema"] if use_ema and state.get("ema") is not None else state["model"]
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        raise CheckpointError(f"the weights in {path} do not fit the given model: {error}") from error
+    model.to(device).eval()
+    if with_schedule:
+        return model, schedule_from_config(state["noise_schedule"]).to(device)
+    return model
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

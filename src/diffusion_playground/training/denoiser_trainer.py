@@ -1,0 +1,409 @@
+"""The one trainer: any wrapper + any backbone + any dataset (a tensor or a DataLoader).
+
+train_denoiser minimises the denoising loss (Ho et al. 2020, Algorithm 1) with AdamW, optional
+LR warm-up and cosine decay, gradient clipping and an EMA of the weights. With a
+``checkpoint_dir`` it saves everything needed to continue exactly (model, EMA, optimizer,
+LR scheduler, step/epoch and position in the epoch, loss history, Python/NumPy/torch RNG states);
+calling it again with the same folder resumes from the newest valid checkpoint.
+
+Data order is a pure function of (seed, epoch): epoch e visits the samples in the permutation
+drawn from a generator seeded with (seed, e), so a resumed run sees exactly the batches the
+uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from diffusion_playground.diffusion.noise_schedule import NoiseSchedule
+from diffusion_playground.diffusion.training_utils import LossWeighting, denoising_loss
+from diffusion_playground.training import checkpoint as ckpt
+from diffusion_playground.training.ema import EMA
+
+LRSchedule = Literal["constant", "cosine"]
+
+
+@dataclass
+class TrainingHistory:
+    """What a training run returns.
+
+    Attributes:
+        losses: the loss of every optimizer step, from the first step of the first run (resumed runs included).
+        epoch_losses: the mean loss of every completed epoch.
+        step: optimizer steps taken so far.
+        epoch: completed epochs.
+        ema_model: the EMA of the weights (eval mode): the model to sample with.
+        checkpoint_path: the newest checkpoint written or resumed from, if any.
+    """
+
+    losses: list[float] = field(default_factory=list)
+    epoch_losses: list[float] = field(default_factory=list)
+    step: int = 0
+    epoch: int = 0
+    ema_model: nn.Module | None = field(default=None, repr=False)
+    checkpoint_path: Path | None = None
+
+
+@dataclass
+class _Batches:
+    """Uniform access to a tensor dataset or a DataLoader, with a deterministic order per epoch."""
+
+    data: Tensor | DataLoader
+    labels: Tensor | None
+    batch_size: int
+    seed: int
+    device: torch.device
+
+    def __len__(self) -> int:
+        if isinstance(self.data, Tensor):
+            return math.ceil(self.data.shape[0] / self.batch_size)
+        return len(self.data)
+
+    def epoch(self, epoch: int, skip: int) -> Iterator[tuple[Tensor, Tensor | None]]:
+        """The batches of ``epoch``, starting after the first ``skip`` (when resuming mid-epoch)."""
+        if isinstance(self.data, Tensor):
+            order_generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            order = torch.randperm(self.data.shape[0], generator=order_generator).to(self.device)
+            for start in range(skip * self.batch_size, self.data.shape[0], self.batch_size):
+                index = order[start : start + self.batch_size]
+                yield self.data[index], (self.labels[index] if self.labels is not None else None)
+            return
+        _seed_loader_for_epoch(self.data, self.seed, epoch)
+        for i, batch in enumerate(self.data):
+            if i >= skip:
+                yield _split_batch(batch, self.device)
+
+
+def _seed_loader_for_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
+    """Make a shuffling DataLoader's order a function of (seed, epoch) too, where it allows it."""
+    sampler = loader.sampler
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)  # DistributedSampler
+    elif isinstance(getattr(sampler, "generator", None), torch.Generator):
+        sampler.generator.manual_seed(seed * 1_000_003 + epoch)
+
+
+def _split_batch(batch: Any, device: torch.device) -> tuple[Tensor, Tensor | None]:
+    if isinstance(batch, Tensor):
+        x, y = batch, None
+    elif isinstance(batch, (list, tuple)) and 1 <= len(batch) <= 2 and isinstance(batch[0], Tensor):
+        x, y = batch[0], (batch[1] if len(batch) == 2 else None)
+    else:
+        raise TypeError(
+            "a DataLoader given to train_denoiser must yield tensors x or pairs (x, y) of tensors; "
+            f"got a batch of type {type(batch).__name__}"
+        )
+    return x.to(device, non_blocking=True), (y.to(device, non_blocking=True) if y is not None else None)
+
+
+def _check_dataset(model: nn.Module, data: Tensor | DataLoader, labels: Tensor | None) -> None:
+    if isinstance(data, DataLoader):
+        if labels is not None:
+            raise ValueError("labels=... goes with a tensor dataset; a DataLoader should yield (x, y) pairs instead")
+        return
+    if not isinstance(data, Tensor):
+        raise TypeError(f"data must be a tensor (N, ...) or a torch DataLoader; got {type(data).__name__}")
+    if data.ndim < 2 or data.shape[0] == 0:
+        raise ValueError(f"data must have shape (N, ...) with N >= 1 samples; got {tuple(data.shape)}")
+    if not data.is_floating_point():
+        raise ValueError(f"data must be a floating-point tensor; got dtype {data.dtype}")
+    if not torch.isfinite(data).all():
+        raise ValueError("data contains NaN or infinite values; clean or re-normalise it before training")
+    num_classes = getattr(model, "num_classes", None)
+    if labels is None:
+        return
+    if num_classes is None:
+        raise ValueError(
+            f"labels were given but {type(model).__name__} is not class-conditional; "
+            "wrap the backbone in TimeAndClassConditionedModel(backbone, num_classes)"
+        )
+    if labels.shape != (data.shape[0],) or labels.is_floating_point():
+        raise ValueError(
+            f"labels must be an integer tensor of shape ({data.shape[0]},), one per sample; "
+            f"got shape {tuple(labels.shape)}, dtype {labels.dtype}"
+        )
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}); got values from {labels.min().item()} to {labels.max().item()}"
+        )
+
+
+def _lr_lambda(schedule: LRSchedule, warmup_steps: int, total_steps: int):
+    """Linear warm-up over ``warmup_steps``, then constant or cosine decay to 0 at ``total_steps``
+    (Loshchilov & Hutter 2017, SGDR without restarts)."""
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine'; got {schedule!r}")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def train_denoiser(
+    model: nn.Module,
+    data: Tensor | DataLoader,
+    noise_schedule: NoiseSchedule,
+    *,
+    labels: Tensor | None = None,
+    epochs: int,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    checkpoint_dir: str | Path | None = None,
+    save_every: int | None = 1,
+    save_every_steps: int | None = None,
+    keep_last: int = 3,
+    resume: bool = True,
+    grad_clip_norm: float | None = 1.0,
+    ema_decay: float = 0.999,
+    weight_decay: float = 0.0,
+    lr_schedule: LRSchedule = "cosine",
+    warmup_steps: int | None = None,
+    loss_weighting: LossWeighting = "uniform",
+    min_snr_gamma: float = 5.0,
+    max_steps: int | None = None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    show_progress: bool = True,
+    log_every: int = 25,
+) -> TrainingHistory:
+    """Train ``model`` to denoise ``data`` under ``noise_schedule``; the one trainer for every experiment.
+
+    Args:
+        model: a TimeConditionedModel or TimeAndClassConditionedModel around any backbone.
+        data: a tensor (N, ...) of training samples, or a DataLoader yielding x or (x, y) batches.
+        labels: (N,) class labels for a tensor dataset (class-conditional training); None otherwise.
+        epochs: total number of passes over the data (a resumed run continues up to this number).
+        lr: peak learning rate of AdamW.
+        batch_size: batch size for a tensor dataset (a DataLoader brings its own).
+        checkpoint_dir: folder for ``checkpoint-step*.pt`` files; None disables checkpointing.
+        save_every: save every this many epochs (None: only by steps and at the end).
+        save_every_steps: also save every this many optimizer steps.
+        keep_last: how many of the newest checkpoints to keep.
+        resume: continue from the newest valid checkpoint in ``checkpoint_dir``; with False, existing
+            checkpoints are moved into a ``previous-*`` subfolder and training starts over.
+        grad_clip_norm: clip the global gradient norm to this value (None: no clipping).
+        ema_decay: decay of the weight EMA used for sampling.
+        weight_decay: AdamW's decoupled weight decay (Loshchilov & Hutter 2019).
+        lr_schedule: ``"constant"`` or ``"cosine"`` (decay to 0 at the last step), after linear warm-up.
+        warmup_steps: linear LR warm-up length; None = 5% of all steps (at most 1000).
+        loss_weighting: ``"uniform"`` (L_simple) or ``"min_snr"`` (Hang et al. 2023), see :func:`loss_weights`.
+        max_steps: stop after this many optimizer steps in total, with a checkpoint, even if ``epochs``
+            is not reached (the LR schedule still spans all epochs); call again to continue.
+        seed: seeds the weight-independent randomness (data order, t and noise draws, dropout).
+        device: where to train (default: CUDA if available, else CPU).
+        show_progress: show a tqdm bar with the live loss.
+        log_every: how often (in steps) the loss is read back from the device and checked.
+
+    Returns:
+        a :class:`TrainingHistory` with the losses and the EMA model.
+
+    Raises:
+        FloatingPointError: the loss became NaN or infinite; the message names the step, and the
+            last checkpoint written before it is left untouched.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1; got {epochs}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+    device = torch.device(device) if device is not None else ckpt.default_device()
+    _check_dataset(model, data, labels)
+    if getattr(model, "num_time_steps", noise_schedule.T) < noise_schedule.T:
+        raise ValueError(
+            f"the noise schedule has T={noise_schedule.T} steps but the model was built for "
+            f"num_time_steps={model.num_time_steps}; build the wrapper with num_time_steps={noise_schedule.T}"
+        )
+
+    model.to(device).train()
+    noise_schedule.to(device)
+    if isinstance(data, Tensor):
+        data = data.to(device)
+        labels = labels.to(device) if labels is not None else None
+    batches = _Batches(data, labels, batch_size, seed, device)
+    steps_per_epoch = len(batches)
+    total_steps = epochs * steps_per_epoch
+    if warmup_steps is None:
+        warmup_steps = min(1000, max(1, total_steps // 20))
+
+    torch.manual_seed(seed)
+    noise_generator = torch.Generator(device=device).manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(lr_schedule, warmup_steps, total_steps))
+    ema = EMA(model, ema_decay)
+    history = TrainingHistory()
+    step_in_epoch = 0
+    train_config = {
+        "epochs": epochs, "lr": lr, "batch_size": batch_size, "steps_per_epoch": steps_per_epoch,
+        "seed": seed, "lr_schedule": lr_schedule, "warmup_steps": warmup_steps, "ema_decay": ema_decay,
+        "loss_weighting": loss_weighting, "grad_clip_norm": grad_clip_norm, "weight_decay": weight_decay,
+    }  # fmt: skip
+
+    if checkpoint_dir is not None:
+        checkpoint_dir = Path(checkpoint_dir)
+        if resume:
+            found = ckpt.read_newest_valid_checkpoint(checkpoint_dir, map_location=device)
+            if found is not None:
+                history.checkpoint_path, state = found
+                step_in_epoch = _restore(state, model, ema, optimizer, scheduler, noise_generator, history, train_config)
+                print(f"Resuming from {history.checkpoint_path} (epoch {history.epoch}, step {history.step})")
+        else:
+            aside = ckpt.move_aside_old_checkpoints(checkpoint_dir)
+            if aside is not None:
+                print(f"resume=False: moved the existing checkpoints of {checkpoint_dir} into {aside}")
+
+    def save() -> None:
+        if checkpoint_dir is None:
+            return
+        state = {
+            "format_version": ckpt.CHECKPOINT_FORMAT_VERSION,
+            "package_version": _package_version(),
+            "model": model.state_dict(),
+            "ema": ema.model.state_dict(),
+            "ema_num_updates": ema.num_updates,
+            "optimizer": optimizer.state_dict(),
+            "lr_scheduler": scheduler.state_dict(),
+            "step": history.step,
+            "epoch": history.epoch,
+            "step_in_epoch": step_in_epoch,
+            "losses": history.losses,
+            "epoch_losses": history.epoch_losses,
+            "rng": {**ckpt.capture_rng_states(), "noise_generator": noise_generator.get_state()},
+            "model_config": ckpt.model_config(model),
+            "noise_schedule": noise_schedule.config(),
+            "train_config": train_config,
+        }
+        history.checkpoint_path = ckpt.save_checkpoint_atomic(state, ckpt.checkpoint_path(checkpoint_dir, history.step))
+        ckpt.prune_checkpoints(checkpoint_dir, keep_last)
+
+    pending: list[Tensor] = []  # losses not yet read back from the device
+
+    def flush() -> None:
+        """Read pending losses back, stop on the first non-finite one."""
+        if not pending:
+            return
+        values = torch.stack(pending).tolist()
+        first_step = history.step - len(values) + 1
+        for offset, value in enumerate(values):
+            if not math.isfinite(value):
+                last = f"the last good checkpoint is {history.checkpoint_path}" if history.checkpoint_path else "no checkpoint was written"
+                raise FloatingPointError(
+                    f"the loss became {value} at step {first_step + offset} (epoch {history.epoch + 1}); "
+                    f"training stopped and {last}. Try a lower lr (now {lr}), gradient clipping, or check the data."
+                )
+        history.losses.extend(values)
+        pending.clear()
+
+    stop_at = total_steps if max_steps is None else min(total_steps, max_steps)
+    progress = tqdm(total=total_steps, initial=history.step, desc="training", disable=not show_progress, dynamic_ncols=True)
+    try:
+        while history.epoch < epochs and history.step < stop_at:
+            for x0, y in batches.epoch(history.epoch, skip=step_in_epoch):
+                loss = denoising_loss(
+                    model, x0, noise_schedule, labels=y, weighting=loss_weighting,
+                    min_snr_gamma=min_snr_gamma, generator=noise_generator,
+                )  # fmt: skip
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip_norm is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+                optimizer.step()
+                scheduler.step()
+                ema.update(model)
+                pending.append(loss.detach())
+                history.step += 1
+                step_in_epoch += 1
+                progress.update(1)
+                if history.step % log_every == 0:
+                    flush()
+                    progress.set_postfix(loss=f"{history.losses[-1]:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                if save_every_steps and history.step % save_every_steps == 0:
+                    flush()
+                    save()
+                if history.step >= stop_at:
+                    break
+            flush()
+            if step_in_epoch >= steps_per_epoch:
+                epoch_steps = history.losses[len(history.losses) - step_in_epoch :]
+                history.epoch_losses.append(sum(epoch_steps) / max(1, len(epoch_steps)))
+                history.epoch += 1
+                step_in_epoch = 0
+                if save_every and history.epoch % save_every == 0:
+                    save()
+        flush()
+        if checkpoint_dir is not None and (history.checkpoint_path is None or _step_of(history.checkpoint_path) != history.step):
+            save()
+    finally:
+        progress.close()
+    history.ema_model = ema.model
+    return history
+
+
+def _step_of(path: Path) -> int:
+    return int(path.stem.removeprefix("checkpoint-step"))
+
+
+def _restore(
+    state: dict[str, Any],
+    model: nn.Module,
+    ema: EMA,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    noise_generator: torch.Generator,
+    history: TrainingHistory,
+    train_config: dict[str, Any],
+) -> int:
+    """Fill everything from a checkpoint; return the position within the current epoch."""
+    saved = state["train_config"]
+    for key in ("batch_size", "steps_per_epoch", "seed"):
+        if saved[key] != train_config[key]:
+            raise ValueError(
+                f"the checkpoint {history.checkpoint_path} was written with {key}={saved[key]} but this call has "
+                f"{key}={train_config[key]}; resume with the same settings, or pass resume=False (or another checkpoint_dir) "
+                "to start over"
+            )
+    try:
+        model.load_state_dict(state["model"])
+        ema.model.load_state_dict(state["ema"])
+    except RuntimeError as error:
+        raise ValueError(
+            f"the checkpoint {history.checkpoint_path} holds a different model than the one given ({error}); "
+            "use another checkpoint_dir or resume=False"
+        ) from error
+    ema.num_updates = state["ema_num_updates"]
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["lr_scheduler"])
+    history.step, history.epoch = state["step"], state["epoch"]
+    history.losses, history.epoch_losses = list(state["losses"]), list(state["epoch_losses"])
+    ckpt.restore_rng_states(state["rng"])
+    noise_generator.set_state(state["rng"]["noise_generator"].cpu())
+    if saved["epochs"] != train_config["epochs"] and train_config["lr_schedule"] == "cosine":
+        warnings.warn(
+            f"resuming a run planned for {saved['epochs']} epochs with epochs={train_config['epochs']}: "
+            "the cosine LR schedule is stretched to the new length from here on",
+            stacklevel=3,
+        )
+    return state["step_in_epoch"]
+
+
+def _package_version() -> str:
+    from diffusion_playground import __version__
+
+    return __version__
+
+
+__all__ = ["TrainingHistory", "train_denoiser"]
