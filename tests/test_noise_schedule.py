@@ -81,3 +81,10 @@ def test_config_rebuilds_the_same_schedule(schedule):
 def test_to_moves_every_view():
     schedule = LinearNoiseSchedule(10).to("cpu")
     assert schedule.alpha_bars.device.type == "cpu" and schedule.device.type == "cpu"
+
+
+def test_scaled_linear_schedule_keeps_alpha_bar_at_t_minus_1_near_zero():
+    assert torch.equal(LinearNoiseSchedule.scaled(1000).betas, LinearNoiseSchedule(1000).betas)
+    short = LinearNoiseSchedule.scaled(100)
+    assert short.betas[0].item() == pytest.approx(1e-3) and short.betas[-1].item() == pytest.approx(0.2)
+    assert short.alpha_bars[-1] < 1e-4 < LinearNoiseSchedule(100).alpha_bars[-1]

@@ -226,3 +226,18 @@ def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint_and_finishes
     assert f"Resuming from {folder}" in finished.stdout
     assert "finished at step 1280" in finished.stdout
     assert ckpt.read_checkpoint(ckpt.list_checkpoints(folder)[0])["step"] == 1280
+
+
+def test_extending_a_finished_cosine_run_restarts_from_the_replanned_lr(tmp_path, schedule, points):
+    train_denoiser(tiny_model(schedule.T), points, schedule, epochs=1, lr=1e-2, checkpoint_dir=tmp_path, **FAST)
+    # the first run decayed the LR to 0; the new plan (2 epochs) puts step 8 at cos(pi * 1/2 * ...) > 0
+    with pytest.warns(UserWarning, match=r"LR continues at 0\.00[1-9]"):
+        history = train_denoiser(tiny_model(schedule.T), points, schedule, epochs=2, lr=1e-2, checkpoint_dir=tmp_path, **FAST)
+    assert history.step == 16
+
+
+def test_training_and_sampling_leave_the_callers_schedule_alone(schedule, points):
+    alpha_bars = schedule.alpha_bars
+    history = train_denoiser(tiny_model(schedule.T), points, schedule, epochs=1, **FAST)
+    generate_samples(history.ema_model, schedule, (2,), 4)
+    assert schedule.alpha_bars is alpha_bars

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Sequence
 
 import torch
@@ -43,12 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"--epochs must be >= 1; got {args.epochs}")
     if args.num_samples < 2:
         raise SystemExit(f"--num-samples must be >= 2; got {args.num_samples}")
-    start = time.perf_counter()
     result = run_moons(
         MoonsConfig(epochs=args.epochs, num_eval_samples=args.num_samples, seed=args.seed), args.out, device=args.device, show_progress=not args.no_progress
     )
     quality = result["quality"]
-    print(f"\nTrained {result['steps']} steps on {args.device} in {time.perf_counter() - start:.0f} s.")
+    print(
+        f"\nTrained {result['steps']} steps in {result['train_seconds']:.0f} s and drew {args.num_samples} samples "
+        f"({result['config']['time_steps']} DDPM steps) in {result['sample_seconds']:.0f} s on {args.device}."
+    )
     n = args.num_samples
     print(f"Sample quality ({n} samples vs {n} fresh moons points; floor = a second fresh real sample of {n}):")
     print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
 import torch
@@ -40,7 +41,8 @@ def sample_ddpm(
     x_{t-1} = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_hat) / sqrt(alpha_t) + sigma_t z.
 
     Args:
-        model: a wrapper called as model(x_t, t) or model(x_t, t, y).
+        model: a wrapper called as model(x_t, t) or model(x_t, t, y); t is passed as a 0-dim tensor
+            (every sample is at the same step), which the wrappers embed once for the whole batch.
         x: the initial noise x_{T-1}, shape (B, ...).
         callback: called after each step as callback(t, x_{t-1}, x0_hat).
     Returns:
@@ -50,19 +52,18 @@ def sample_ddpm(
     schedule = noise_schedule
     steps = range(schedule.T - 1, -1, -1)
     for t_int in tqdm(steps, desc="DDPM sampling", disable=not show_progress, leave=False):
-        t = torch.full((x.shape[0],), t_int, device=x.device, dtype=torch.long)
+        t = torch.tensor(t_int, device=x.device)  # one step for the whole batch: 0-dim, embedded once
         prediction = call_model(model, x, t, class_labels).float()
-        t_now = t[:1]  # every sample is at the same step: (1, 1, ..., 1) coefficients broadcast over the batch
-        a_t, s_t = coefficients(schedule, t_now, x)
+        a_t, s_t = coefficients(schedule, t, x)  # (1, 1, ..., 1): broadcast over the batch
         x0_hat, _ = x0_eps_from_prediction(prediction, x, a_t, s_t, model.prediction_type)
         if clip_denoised:
             x0_hat = x0_hat.clamp(-1.0, 1.0)
         mean = (
-            broadcast_coefficient(schedule.posterior_mean_coef_x0, t_now, x) * x0_hat
-            + broadcast_coefficient(schedule.posterior_mean_coef_xt, t_now, x) * x
+            broadcast_coefficient(schedule.posterior_mean_coef_x0, t, x) * x0_hat
+            + broadcast_coefficient(schedule.posterior_mean_coef_xt, t, x) * x
         )
         if t_int > 0:
-            std = broadcast_coefficient(schedule.posterior_variance, t_now, x).sqrt()
+            std = broadcast_coefficient(schedule.posterior_variance, t, x).sqrt()
             x = mean + std * randn_like(x, generator)
         else:
             x = mean
@@ -166,7 +167,7 @@ def generate_samples(
         samples = sample_ddpm(
             model,
             x,
-            noise_schedule.to(device),
+            copy.copy(noise_schedule).to(device),  # a device copy: the caller's schedule stays where it is
             class_labels=labels,
             generator=generator,
             clip_denoised=clip_denoised,

@@ -122,6 +122,14 @@ class LinearNoiseSchedule(NoiseSchedule):
         self.beta_start, self.beta_end = float(beta_start), float(beta_end)
         super().__init__(torch.linspace(beta_start, beta_end, time_steps, dtype=torch.float64))
 
+    @classmethod
+    def scaled(cls, time_steps: int) -> "LinearNoiseSchedule":
+        """Ho et al.'s endpoints scaled by 1000 / T, so that sum_t beta_t, and hence alpha_bar_{T-1} ~ 0,
+        stay about the same for any T (the "linear" schedule of Nichol & Dhariwal 2021's code)."""
+        _check_time_steps(time_steps)
+        scale = 1000 / time_steps
+        return cls(time_steps, beta_start=1e-4 * scale, beta_end=0.02 * scale)
+
     def config(self) -> dict[str, Any]:
         return {"name": "linear", "time_steps": self.T, "beta_start": self.beta_start, "beta_end": self.beta_end}
 

@@ -31,7 +31,7 @@ def check_prediction_type(prediction_type: str) -> None:
 
 
 def broadcast_coefficient(values: Tensor, t: Tensor, x: Tensor) -> Tensor:
-    """values[t] reshaped to (B, 1, ..., 1) so it broadcasts against x of shape (B, ...)."""
+    """values[t] reshaped to (B, 1, ..., 1) (or (1, 1, ..., 1) for a 0-dim t) to broadcast against x (B, ...)."""
     out = values.to(x.device)[t.to(x.device)]  # (B,)
     return out.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)  # (B, 1, ..., 1)
 

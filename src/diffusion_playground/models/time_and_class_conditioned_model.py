@@ -39,7 +39,7 @@ class TimeAndClassConditionedModel(TimeConditionedModel):
     def forward(self, x: Tensor, t: Tensor | int, y: Tensor | int | None = None) -> Tensor:
         t = self._check_inputs(x, t)
         y = self._check_labels(x, y)
-        cond_emb = self.time_embedding(t) + self.class_embedding(y, x.shape[0], x.device)  # (B, time_emb_dim)
+        cond_emb = self._time_embedding(t, x.shape[0]) + self.class_embedding(y, x.shape[0], x.device)  # (B, time_emb_dim)
         return self._backbone(x, cond_emb)
 
     def _check_labels(self, x: Tensor, y: Tensor | int | None) -> Tensor | None:

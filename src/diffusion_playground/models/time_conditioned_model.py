@@ -54,7 +54,11 @@ class TimeConditionedModel(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor | int) -> Tensor:
         t = self._check_inputs(x, t)
-        return self._backbone(x, self.time_embedding(t))
+        return self._backbone(x, self._time_embedding(t, x.shape[0]))
+
+    def _time_embedding(self, t: Tensor, batch: int) -> Tensor:
+        """emb(t) as (B, time_emb_dim); a single step (0-dim t, as samplers pass) is embedded once, then expanded."""
+        return self.time_embedding(t.reshape(-1)).expand(batch, -1)
 
     def _backbone(self, x: Tensor, cond_emb: Tensor) -> Tensor:
         out = self.backbone(x, cond_emb)
@@ -66,7 +70,7 @@ class TimeConditionedModel(nn.Module):
         return out
 
     def _check_inputs(self, x: Tensor, t: Tensor | int) -> Tensor:
-        """Validate x and t; return t as a (B,) long tensor on x's device."""
+        """Validate x and t; return t as a long tensor on x's device, 0-dim (one step for all) or (B,)."""
         if not isinstance(x, Tensor) or x.ndim < 2:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"x must be a tensor of shape (batch, ...); got {shape}")
@@ -76,9 +80,7 @@ class TimeConditionedModel(nn.Module):
                 f"x has shape {tuple(x.shape)} but the backbone expects (batch, {', '.join(map(str, expected))})"
             )
         t = torch.as_tensor(t, device=x.device)
-        if t.ndim == 0:
-            t = t.expand(x.shape[0])
-        if t.shape != (x.shape[0],) or t.is_floating_point() or t.dtype == torch.bool:
+        if t.shape not in ((), (x.shape[0],)) or t.is_floating_point() or t.dtype == torch.bool:
             raise ValueError(
                 f"t must be an integer time step or a (batch,) = ({x.shape[0]},) integer tensor; "
                 f"got shape {tuple(t.shape)} and dtype {t.dtype}"

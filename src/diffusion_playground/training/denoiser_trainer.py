@@ -13,6 +13,7 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Iterator
@@ -230,7 +231,7 @@ def train_denoiser(
         )
 
     model.to(device).train()
-    noise_schedule.to(device)
+    noise_schedule = copy.copy(noise_schedule).to(device)  # the caller's schedule stays where it is
     if isinstance(data, Tensor):
         data = data.to(device)
         labels = labels.to(device) if labels is not None else None
@@ -387,14 +388,20 @@ def _restore(
     ema.num_updates = state["ema_num_updates"]
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["lr_scheduler"])
+    for group, base_lr, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+        group["lr"] = base_lr * factor(scheduler.last_epoch)  # this call's schedule (it differs if epochs changed)
     history.step, history.epoch = state["step"], state["epoch"]
     history.losses, history.epoch_losses = list(state["losses"]), list(state["epoch_losses"])
     ckpt.restore_rng_states(state["rng"])
     noise_generator.set_state(state["rng"]["noise_generator"].cpu())
-    if saved["epochs"] != train_config["epochs"] and train_config["lr_schedule"] == "cosine":
+    if history.epoch >= train_config["epochs"]:
+        print(f"{history.checkpoint_path} has already trained {history.epoch} epochs (epochs={train_config['epochs']}): "
+              "nothing to do; pass a larger epochs to continue, or resume=False to start over")
+    elif saved["epochs"] != train_config["epochs"] and train_config["lr_schedule"] == "cosine":
         warnings.warn(
-            f"resuming a run planned for {saved['epochs']} epochs with epochs={train_config['epochs']}: "
-            "the cosine LR schedule is stretched to the new length from here on",
+            f"resuming a run planned for {saved['epochs']} epochs with epochs={train_config['epochs']}: the cosine "
+            f"LR schedule is re-planned for the new length, so the LR continues at {optimizer.param_groups[0]['lr']:.3g} "
+            "(a warm restart if the first run had decayed it)",
             stacklevel=3,
         )
     return state["step_in_epoch"]

@@ -45,13 +45,16 @@ def plot_samples_2d(
 def plot_forward_process_2d(
     x0: Tensor,
     noise_schedule: NoiseSchedule,
-    steps: Sequence[int] = (0, 50, 100, 250, 500, 999),
+    steps: Sequence[int] | None = None,
     *,
     seed: int = 0,
     path: str | Path | None = None,
 ) -> Figure:
-    """x_t ~ q(x_t | x_0) at several t: the data dissolving into N(0, I)."""
-    steps = [t for t in steps if 0 <= t < noise_schedule.T]
+    """x_t ~ q(x_t | x_0) at several t (default: 0, T/20, T/10, T/4, T/2, T-1): the data dissolving into N(0, I)."""
+    T = noise_schedule.T
+    steps = sorted({0, T // 20, T // 10, T // 4, T // 2, T - 1}) if steps is None else list(steps)
+    if not steps or min(steps) < 0 or max(steps) >= T:
+        raise ValueError(f"steps must be a non-empty list of time steps in [0, {T}); got {steps}")
     fig = Figure(figsize=(2.2 * len(steps), 2.4), layout="constrained")
     axes = fig.subplots(1, len(steps), squeeze=False)[0]
     generator = torch.Generator(device=x0.device).manual_seed(seed)
@@ -64,35 +67,38 @@ def plot_forward_process_2d(
 
 
 def plot_trajectory_2d(
-    trajectory: Tensor, *, num_frames: int = 6, num_paths: int = 40, path: str | Path | None = None
+    trajectory: Tensor, *, num_frames: int = 6, num_paths: int = 12, path: str | Path | None = None
 ) -> Figure:
     """The reverse process from a ``generate_samples(..., return_trajectory=True)`` trajectory.
 
-    Top row: the cloud x_t at ``num_frames`` times from t = T-1 (noise) to t = 0 (samples).
-    Bottom: the paths of ``num_paths`` individual samples from noise (light) to data (dark).
+    Panels 1..num_frames: the cloud x_t from t = T-1 (noise) to the final samples, at steps spaced
+    quadratically, denser towards the end, where the structure appears. Last panel: the paths of
+    ``num_paths`` individual samples from noise (grey) to data (red).
     """
     if trajectory.ndim != 3 or trajectory.shape[-1] != 2:
         raise ValueError(f"trajectory must have shape (steps, B, 2); got {tuple(trajectory.shape)}")
     if num_frames < 2:
         raise ValueError(f"num_frames must be >= 2; got {num_frames}")
     trajectory = trajectory.detach().cpu()
-    num_steps = trajectory.shape[0]  # T + 1 states: x_{T-1} noise first, x_0 last
-    frames = torch.linspace(0, num_steps - 1, num_frames).round().long().tolist()
-    fig = Figure(figsize=(2.2 * num_frames, 2.4 + 4.4), layout="constrained")
-    grid = fig.add_gridspec(2, num_frames, height_ratios=[1, 2])
-    for column, index in enumerate(frames):
-        _scatter(fig.add_subplot(grid[0, column]), trajectory[index], f"t = {num_steps - 2 - index}" if index < num_steps - 1 else "x_0")
-    ax = fig.add_subplot(grid[1, :])
+    last = trajectory.shape[0] - 1  # states 0..last: x_{T-1} (noise) first, the samples last
+    fractions = torch.linspace(1.0, 0.0, num_frames) ** 2  # quadratic spacing: denser near the end
+    frames = sorted({last - int(round(last * f)) for f in fractions.tolist()})
+    fig = Figure(figsize=(2.3 * (len(frames) + 1), 2.6), layout="constrained")
+    axes = fig.subplots(1, len(frames) + 1)
+    for ax, index in zip(axes, frames):
+        _scatter(ax, trajectory[index], f"t = {last - 1 - index}" if index < last else "samples")
+    ax = axes[-1]
     paths = trajectory[:, :num_paths]  # (steps, paths, 2)
     for k in range(paths.shape[1]):
-        ax.plot(paths[:, k, 0], paths[:, k, 1], color="tab:blue", alpha=0.35, linewidth=0.7)
-    ax.scatter(paths[0, :, 0], paths[0, :, 1], s=10, color="tab:gray", label="start x_{T-1} (noise)")
-    ax.scatter(paths[-1, :, 0], paths[-1, :, 1], s=10, color="tab:red", label="end x_0 (sample)")
-    ax.set_aspect("equal")
+        ax.plot(paths[:, k, 0], paths[:, k, 1], color="tab:blue", alpha=0.3, linewidth=0.6)
+    ax.scatter(paths[0, :, 0], paths[0, :, 1], s=8, color="tab:gray", zorder=3)
+    ax.scatter(paths[-1, :, 0], paths[-1, :, 1], s=8, color="tab:red", zorder=3)
+    ax.set_title(f"{paths.shape[1]} paths, grey to red", fontsize=9)
     ax.set_xlim(*_LIMITS)
     ax.set_ylim(*_LIMITS)
-    ax.legend(loc="upper right", fontsize=8)
-    ax.set_title("reverse-diffusion paths of individual samples", fontsize=9)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
     if path is not None:
         save_figure(fig, path)
     return fig
