@@ -13,10 +13,11 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,10 +29,13 @@ from tqdm.auto import tqdm
 
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule
 from diffusion_playground.diffusion.training_utils import LossWeighting, denoising_loss
+from diffusion_playground.training import acceleration
 from diffusion_playground.training import checkpoint as ckpt
+from diffusion_playground.training.acceleration import Precision
 from diffusion_playground.training.ema import EMA
 
 LRSchedule = Literal["constant", "cosine"]
+Augmentation = Callable[[Tensor, torch.Generator], Tensor]  # (x0 batch, generator) -> augmented batch
 
 
 @dataclass
@@ -178,8 +182,12 @@ def train_denoiser(
     loss_weighting: LossWeighting = "uniform",
     min_snr_gamma: float = 5.0,
     max_steps: int | None = None,
+    augment: Augmentation | None = None,
     seed: int = 0,
     device: torch.device | str | None = None,
+    precision: Precision = "auto",
+    channels_last: bool | None = None,
+    compile: bool = False,
     show_progress: bool = True,
     log_every: int = 25,
 ) -> TrainingHistory:
@@ -206,8 +214,16 @@ def train_denoiser(
         loss_weighting: ``"uniform"`` (L_simple) or ``"min_snr"`` (Hang et al. 2023), see :func:`loss_weights`.
         max_steps: stop after this many optimizer steps in total, with a checkpoint, even if ``epochs``
             is not reached (the LR schedule still spans all epochs); call again to continue.
+        augment: applied to every batch as ``augment(x0, generator)``, e.g.
+            :func:`diffusion_playground.data.augmentation.random_horizontal_flip`; it draws from the trainer's
+            generator, so resumed runs stay exact.
         seed: seeds the weight-independent randomness (data order, t and noise draws, dropout).
         device: where to train (default: CUDA if available, else CPU).
+        precision: autocast dtype of the forward pass: ``"auto"`` (bf16 on CUDA GPUs that support it,
+            fp16 with a gradient scaler on older ones, fp32 on the CPU), ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        channels_last: NHWC memory format for image models; None = on for image data on CUDA.
+        compile: run the forward and backward pass through ``torch.compile`` (the first steps are slow
+            while it compiles; worth it for long GPU runs).
         show_progress: show a tqdm bar with the live loss.
         log_every: how often (in steps) the loss is read back from the device and checked.
 
@@ -230,7 +246,13 @@ def train_denoiser(
             f"num_time_steps={model.num_time_steps}; build the wrapper with num_time_steps={noise_schedule.T}"
         )
 
+    amp_dtype = acceleration.autocast_dtype(precision, device)
+    nhwc = acceleration.use_channels_last(channels_last, _batch_ndim(data, model), device)
+    acceleration.enable_tf32(device)
     model.to(device).train()
+    if nhwc:
+        model.to(memory_format=torch.channels_last)
+    forward_model = torch.compile(model) if compile else model
     noise_schedule = copy.copy(noise_schedule).to(device)  # the caller's schedule stays where it is
     if isinstance(data, Tensor):
         data = data.to(device)
@@ -245,6 +267,7 @@ def train_denoiser(
     noise_generator = torch.Generator(device=device).manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(lr_schedule, warmup_steps, total_steps))
+    scaler = acceleration.grad_scaler(amp_dtype, device)
     ema = EMA(model, ema_decay)
     history = TrainingHistory()
     step_in_epoch = 0
@@ -260,7 +283,9 @@ def train_denoiser(
             found = ckpt.read_newest_valid_checkpoint(checkpoint_dir, map_location=device)
             if found is not None:
                 history.checkpoint_path, state = found
-                step_in_epoch = _restore(state, model, ema, optimizer, scheduler, noise_generator, history, train_config)
+                step_in_epoch = _restore(
+                    state, model, ema, optimizer, scheduler, scaler, noise_generator, history, train_config
+                )
                 print(f"Resuming from {history.checkpoint_path} (epoch {history.epoch}, step {history.step})")
         else:
             aside = ckpt.move_aside_old_checkpoints(checkpoint_dir)
@@ -278,6 +303,7 @@ def train_denoiser(
             "ema_num_updates": ema.num_updates,
             "optimizer": optimizer.state_dict(),
             "lr_scheduler": scheduler.state_dict(),
+            "grad_scaler": scaler.state_dict(),
             "step": history.step,
             "epoch": history.epoch,
             "step_in_epoch": step_in_epoch,
@@ -314,15 +340,25 @@ def train_denoiser(
     try:
         while history.epoch < epochs and history.step < stop_at:
             for x0, y in batches.epoch(history.epoch, skip=step_in_epoch):
-                loss = denoising_loss(
-                    model, x0, noise_schedule, labels=y, weighting=loss_weighting,
-                    min_snr_gamma=min_snr_gamma, generator=noise_generator,
-                )  # fmt: skip
+                if augment is not None:
+                    x0 = augment(x0, noise_generator)
+                if nhwc:
+                    x0 = x0.contiguous(memory_format=torch.channels_last)
+                autocast = (
+                    torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
+                )
+                with autocast:
+                    loss = denoising_loss(
+                        forward_model, x0, noise_schedule, labels=y, weighting=loss_weighting,
+                        min_snr_gamma=min_snr_gamma, generator=noise_generator,
+                    )  # fmt: skip
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()  # the scaler is a pass-through unless precision is fp16
                 if grad_clip_norm is not None:
+                    scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 scheduler.step()
                 ema.update(model)
                 pending.append(loss.detach())
@@ -354,6 +390,14 @@ def train_denoiser(
     return history
 
 
+def _batch_ndim(data: Tensor | DataLoader, model: nn.Module) -> int | None:
+    """Dimensions of a training batch: from the tensor, else from the backbone's input_shape, else unknown."""
+    if isinstance(data, Tensor):
+        return data.ndim
+    input_shape = getattr(getattr(model, "backbone", None), "input_shape", None)
+    return len(input_shape) + 1 if input_shape is not None else None
+
+
 def _step_of(path: Path) -> int:
     return int(path.stem.removeprefix("checkpoint-step"))
 
@@ -364,6 +408,7 @@ def _restore(
     ema: EMA,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
     noise_generator: torch.Generator,
     history: TrainingHistory,
     train_config: dict[str, Any],
@@ -388,6 +433,8 @@ def _restore(
     ema.num_updates = state["ema_num_updates"]
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["lr_scheduler"])
+    if state["grad_scaler"]:
+        scaler.load_state_dict(state["grad_scaler"])
     for group, base_lr, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
         group["lr"] = base_lr * factor(scheduler.last_epoch)  # this call's schedule (it differs if epochs changed)
     history.step, history.epoch = state["step"], state["epoch"]
