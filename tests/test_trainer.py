@@ -8,7 +8,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +16,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from diffusion_playground import (
     BaseBackbone,
-    LinearNoiseSchedule,
     MLPBackbone,
     TimeAndClassConditionedModel,
     TimeConditionedModel,

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from diffusion_playground import BaseBackbone, LinearNoiseSchedule, TimeConditionedModel, train_denoiser
+from diffusion_playground import BaseBackbone, TimeConditionedModel, train_denoiser
 from diffusion_playground.training.acceleration import autocast_dtype, use_channels_last
 
 from conftest import tiny_model

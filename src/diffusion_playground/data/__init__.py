@@ -1,5 +1,20 @@
-"""Datasets as tensors: moons (scikit-learn)."""
+"""Datasets as tensors: moons (scikit-learn), scikit-learn's 8x8 digits (offline images), MNIST and CIFAR-10.
 
+Image loaders return ``(images, labels)``: (N, C, H, W) float32 in [-1, 1] and (N,) int64.
+"""
+
+from diffusion_playground.data.augmentation import random_horizontal_flip
+from diffusion_playground.data.cifar10 import load_cifar10
+from diffusion_playground.data.digits import load_digits_images
+from diffusion_playground.data.downloads import DatasetNotFoundError
+from diffusion_playground.data.mnist import load_mnist
 from diffusion_playground.data.moons import load_moons
 
-__all__ = ["load_moons"]
+__all__ = [
+    "DatasetNotFoundError",
+    "load_cifar10",
+    "load_digits_images",
+    "load_mnist",
+    "load_moons",
+    "random_horizontal_flip",
+]

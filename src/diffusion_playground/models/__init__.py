@@ -1,6 +1,14 @@
 """Backbones, conditioning embeddings, and the wrappers that turn a backbone into a denoiser."""
 
-from diffusion_playground.models.backbones import BaseBackbone, MLPBackbone
+from diffusion_playground.models.backbones import (
+    BaseBackbone,
+    MLPBackbone,
+    UNetBackbone,
+    unet_large,
+    unet_mnist,
+    unet_small,
+    unet_tiny,
+)
 from diffusion_playground.models.cond_embedding import ClassEmbedding, TimeEmbedding, sinusoidal_embedding
 from diffusion_playground.models.time_and_class_conditioned_model import TimeAndClassConditionedModel
 from diffusion_playground.models.time_conditioned_model import TimeConditionedModel
@@ -12,5 +20,10 @@ __all__ = [
     "TimeAndClassConditionedModel",
     "TimeConditionedModel",
     "TimeEmbedding",
+    "UNetBackbone",
     "sinusoidal_embedding",
+    "unet_large",
+    "unet_mnist",
+    "unet_small",
+    "unet_tiny",
 ]

@@ -215,7 +215,7 @@ def train_denoiser(
         max_steps: stop after this many optimizer steps in total, with a checkpoint, even if ``epochs``
             is not reached (the LR schedule still spans all epochs); call again to continue.
         augment: applied to every batch as ``augment(x0, generator)``, e.g.
-            :func:`diffusion_playground.data.augmentation.random_horizontal_flip`; it draws from the trainer's
+            :func:`diffusion_playground.data.random_horizontal_flip`; it draws from the trainer's
             generator, so resumed runs stay exact.
         seed: seeds the weight-independent randomness (data order, t and noise draws, dropout).
         device: where to train (default: CUDA if available, else CPU).
