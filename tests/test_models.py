@@ -110,3 +110,15 @@ def test_unconditional_output_equals_the_null_label():
     null_embedding = model.time_embedding(t) + model.class_embedding.embedding.weight[3]
     assert torch.allclose(model(x, t, None), model.backbone(x, null_embedding))
     assert not torch.allclose(model(x, t, None), model(x, t, 0))
+
+
+def test_null_mask_mixes_conditional_and_unconditional_rows_in_one_call():
+    model = TimeAndClassConditionedModel(MLPBackbone(2, cond_dim=16), 3, time_emb_dim=16).eval()
+    nn.init.normal_(model.backbone.output[1].weight)
+    x, t, y = torch.randn(4, 2), torch.tensor([5, 5, 9, 9]), torch.tensor([0, 1, 2, 0])
+    mask = torch.tensor([False, True, False, True])
+    mixed = model(x, t, y, null_mask=mask)
+    assert torch.allclose(mixed[~mask], model(x[~mask], t[~mask], y[~mask]))
+    assert torch.allclose(mixed[mask], model(x[mask], t[mask], None))
+    with pytest.raises(ValueError, match="null_mask must be a \\(batch,\\) bool tensor"):
+        model(x, t, y, null_mask=torch.zeros(4))

@@ -6,15 +6,19 @@ The public API (names and call shapes kept stable across versions)::
         BaseBackbone, MLPBackbone, TimeConditionedModel, TimeAndClassConditionedModel,
         NoiseSchedule, LinearNoiseSchedule, CosineNoiseSchedule,
         sample_xt, generate_samples, train_denoiser, load_checkpoint,
+        OptimalDenoiser, ClassifierFreeGuidance, as_denoiser,
     )
 """
 
 __version__ = "0.1.0"
 
 from diffusion_playground.diffusion import (  # noqa: E402
+    ClassifierFreeGuidance,
     CosineNoiseSchedule,
     LinearNoiseSchedule,
     NoiseSchedule,
+    OptimalDenoiser,
+    as_denoiser,
     generate_samples,
     sample_xt,
 )
@@ -28,14 +32,17 @@ from diffusion_playground.training import TrainingHistory, load_checkpoint, trai
 
 __all__ = [
     "BaseBackbone",
+    "ClassifierFreeGuidance",
     "CosineNoiseSchedule",
     "LinearNoiseSchedule",
     "MLPBackbone",
     "NoiseSchedule",
+    "OptimalDenoiser",
     "TimeAndClassConditionedModel",
     "TimeConditionedModel",
     "TrainingHistory",
     "__version__",
+    "as_denoiser",
     "generate_samples",
     "load_checkpoint",
     "sample_xt",

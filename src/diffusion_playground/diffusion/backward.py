@@ -1,19 +1,32 @@
-"""The reverse process: samplers that turn noise into data with a trained denoiser."""
+"""The reverse process: samplers that turn noise into data with a trained denoiser.
+
+:func:`sample_ddpm` (DDPM ancestral sampling, t-view) lives here; the few-step samplers on the denoiser
+view are in samplers.py. :func:`generate_samples`, the public entry point, dispatches to either through
+the one registry :data:`SAMPLERS`.
+"""
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from diffusion_playground.diffusion.noise_schedule import NoiseSchedule
-from diffusion_playground.diffusion.parameterization import broadcast_coefficient, coefficients, x0_eps_from_prediction
-from diffusion_playground.diffusion.training_utils import call_model
+from diffusion_playground.diffusion.denoiser import as_denoiser, as_time_model
+from diffusion_playground.diffusion.guidance import ClassifierFreeGuidance
+from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, vp_scale
+from diffusion_playground.diffusion.parameterization import coefficients, x0_eps_from_prediction
+from diffusion_playground.diffusion.samplers import sample_ddim, sample_dpmpp_2m, sample_euler, sample_heun
+from diffusion_playground.diffusion.step_schedules import StepSchedule, check_num_steps, step_sigmas, uniform_time_steps
+from diffusion_playground.diffusion.training_utils import call_model, randn_like
 
 StepCallback = Callable[[int, Tensor, Tensor], None]  # (t, x_t, x0_hat)
+SamplerName = Literal["ddpm", "ddim", "euler", "heun", "dpmpp_2m"]
 
 
 @torch.no_grad()
@@ -27,10 +40,12 @@ def sample_ddpm(
     clip_denoised: bool = False,
     callback: StepCallback | None = None,
     show_progress: bool = False,
-) -> Tensor:
-    """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), for any prediction target.
+    time_steps: Sequence[int] | Tensor | None = None,
+    return_trajectory: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), for any prediction target, on all or strided steps.
 
-    Starting from x = x_{T-1} ~ N(0, I), for t = T-1, ..., 0:
+    Starting from x = x_{T-1} ~ N(0, I), for t = T-1, ..., 0 (or a decreasing subset t_0 > ... > t_{N-1}):
         1. predict (x0_hat, eps_hat) from model(x_t, t) whatever ``model.prediction_type`` is;
         2. optionally clip x0_hat to [-1, 1] (images);
         3. x_{t-1} = mu_tilde_t(x_t, x0_hat) + sqrt(beta_tilde_t) z,  z ~ N(0, I), no noise at t = 0,
@@ -39,43 +54,67 @@ def sample_ddpm(
            beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t.
     With eps-prediction and no clipping, step 3 equals Algorithm 2's
     x_{t-1} = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_hat) / sqrt(alpha_t) + sigma_t z.
+    On a strided subset, step t -> s uses the posterior of the chain with beta = 1 - alpha_bar_t / alpha_bar_s
+    (Song et al. 2021, DDIM, eq. 16 with eta = 1; Nichol & Dhariwal 2021, section 4), which for s = t - 1 is the above.
 
     Args:
         model: a wrapper called as model(x_t, t) or model(x_t, t, y); t is passed as a 0-dim tensor
             (every sample is at the same step), which the wrappers embed once for the whole batch.
         x: the initial noise x_{T-1}, shape (B, ...).
         callback: called after each step as callback(t, x_{t-1}, x0_hat).
+        time_steps: the decreasing trained steps to visit (e.g. :func:`uniform_time_steps`); None = all T.
+        return_trajectory: also return the states (N + 1, B, ...) from x_{T-1} to x_0.
     Returns:
-        x_0 of x's shape.
+        x_0 of x's shape, or ``(x_0, trajectory)``.
     """
     _check_schedule_fits_model(model, noise_schedule)
     schedule = noise_schedule
-    steps = range(schedule.T - 1, -1, -1)
-    for t_int in tqdm(steps, desc="DDPM sampling", disable=not show_progress, leave=False):
+    steps = _check_ddpm_time_steps(time_steps, schedule.T)
+    posterior = _strided_posterior(schedule, steps)  # (3, N) float32: coef_x0, coef_xt, variance
+    trajectory = [x] if return_trajectory else None
+    for i, t_int in enumerate(tqdm(steps, desc="DDPM sampling", disable=not show_progress, leave=False)):
         t = torch.tensor(t_int, device=x.device)  # one step for the whole batch: 0-dim, embedded once
         prediction = call_model(model, x, t, class_labels).float()
         a_t, s_t = coefficients(schedule, t, x)  # (1, 1, ..., 1): broadcast over the batch
         x0_hat, _ = x0_eps_from_prediction(prediction, x, a_t, s_t, model.prediction_type)
         if clip_denoised:
             x0_hat = x0_hat.clamp(-1.0, 1.0)
-        mean = (
-            broadcast_coefficient(schedule.posterior_mean_coef_x0, t, x) * x0_hat
-            + broadcast_coefficient(schedule.posterior_mean_coef_xt, t, x) * x
-        )
-        if t_int > 0:
-            std = broadcast_coefficient(schedule.posterior_variance, t, x).sqrt()
-            x = mean + std * randn_like(x, generator)
-        else:
-            x = mean
+        coef_x0, coef_xt, variance = (float(c) for c in posterior[:, i])
+        mean = coef_x0 * x0_hat + coef_xt * x
+        x = mean + math.sqrt(variance) * randn_like(x, generator) if variance > 0 else mean
         if callback is not None:
             callback(t_int, x, x0_hat)
-    return x
+        if trajectory is not None:
+            trajectory.append(x)
+    return (x, torch.stack(trajectory)) if trajectory is not None else x
 
 
-def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    """N(0, I) noise of x's shape, drawn on the generator's device (so a CPU generator seeds CUDA runs too)."""
-    device = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+def _check_ddpm_time_steps(time_steps: Sequence[int] | Tensor | None, num_time_steps: int) -> list[int]:
+    if time_steps is None:
+        return list(range(num_time_steps - 1, -1, -1))
+    steps = [int(t) for t in torch.as_tensor(time_steps).reshape(-1)]
+    if not steps or any(b >= a for a, b in zip(steps, steps[1:])) or steps[-1] < 0 or steps[0] >= num_time_steps:
+        raise ValueError(
+            f"time_steps must be a non-empty strictly decreasing sequence in [0, {num_time_steps}); got {steps[:8]}"
+        )
+    return steps
+
+
+def _strided_posterior(schedule: NoiseSchedule, steps: list[int]) -> Tensor:
+    """Coefficients of q(x_s | x_t, x0) for consecutive visited steps t -> s (s = next visited step, or "before 0").
+
+    With alpha_bar_s for s < 0 equal to 1 and beta = 1 - alpha_bar_t / alpha_bar_s (Ho et al. 2020, eq. 7):
+    coef_x0 = sqrt(alpha_bar_s) beta / (1 - alpha_bar_t), coef_xt = sqrt(1 - beta) (1 - alpha_bar_s) / (1 - alpha_bar_t),
+    variance = beta (1 - alpha_bar_s) / (1 - alpha_bar_t). Computed in float64; shape (3, N).
+    """
+    alpha_bars = schedule.alpha_bars_float64
+    alpha_bar_t = alpha_bars[steps]  # (N,)
+    alpha_bar_s = torch.cat([alpha_bars[steps[1:]], torch.ones(1, dtype=torch.float64)])  # (N,)
+    beta = 1.0 - alpha_bar_t / alpha_bar_s
+    coef_x0 = alpha_bar_s.sqrt() * beta / (1.0 - alpha_bar_t)
+    coef_xt = (1.0 - beta).sqrt() * (1.0 - alpha_bar_s) / (1.0 - alpha_bar_t)
+    variance = beta * (1.0 - alpha_bar_s) / (1.0 - alpha_bar_t)
+    return torch.stack([coef_x0, coef_xt, variance]).float()
 
 
 def _check_schedule_fits_model(model: nn.Module, noise_schedule: NoiseSchedule) -> None:
@@ -88,8 +127,9 @@ def _check_schedule_fits_model(model: nn.Module, noise_schedule: NoiseSchedule) 
 
 
 def _model_device(model: nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
+    tensor = next(model.parameters(), None)
+    tensor = tensor if tensor is not None else next(model.buffers(), None)  # e.g. the OptimalDenoiser's data
+    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 def _class_labels_tensor(
@@ -115,6 +155,31 @@ def _class_labels_tensor(
     return labels
 
 
+@dataclass(frozen=True)
+class SamplerSpec:
+    """How :func:`generate_samples` runs one sampler: its function, default step spacing and NFE per step count."""
+
+    function: Callable[..., Tensor | tuple[Tensor, Tensor]]
+    step_schedule: StepSchedule  # default spacing of the steps when ``steps`` is given
+    nfe: Callable[[int], int]  # network evaluations for N steps
+
+
+SAMPLERS: dict[str, SamplerSpec] = {
+    "ddpm": SamplerSpec(sample_ddpm, "uniform", lambda n: n),  # Ho et al. 2020, Alg. 2 (strided: eq. 16 of DDIM, eta=1)
+    "ddim": SamplerSpec(sample_ddim, "uniform", lambda n: n),  # Song et al. 2021, eq. 12
+    "euler": SamplerSpec(sample_euler, "karras", lambda n: n),  # probability-flow ODE, Euler
+    "heun": SamplerSpec(sample_heun, "karras", lambda n: 2 * n - 1),  # Karras et al. 2022, Alg. 2
+    "dpmpp_2m": SamplerSpec(sample_dpmpp_2m, "karras", lambda n: n),  # Lu et al. 2022, Alg. 2
+}
+
+
+def check_sampler(sampler: str) -> SamplerSpec:
+    """The registry entry of ``sampler``, or a ValueError listing the choices."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {tuple(SAMPLERS)}; got {sampler!r}")
+    return SAMPLERS[sampler]
+
+
 @torch.no_grad()
 def generate_samples(
     model: nn.Module,
@@ -122,31 +187,64 @@ def generate_samples(
     shape: Sequence[int],
     num_samples: int | None = None,
     *,
+    sampler: SamplerName = "ddpm",
+    steps: int | None = None,
+    eta: float = 0.0,
+    guidance_scale: float = 0.0,
     class_labels: Tensor | Sequence[int] | int | None = None,
+    step_schedule: StepSchedule | None = None,
+    s_churn: float = 0.0,
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
     show_progress: bool = False,
     return_trajectory: bool = False,
     clip_denoised: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Draw samples from a trained model with DDPM ancestral sampling (Ho et al. 2020, Algorithm 2).
+    """Draw samples with any sampler from a trained model, the exact :class:`OptimalDenoiser`, or any denoiser.
+
+    Every sampler starts from the same VP noise x_{T-1} = z ~ N(0, I) (so one generator seed gives the same
+    start for all of them); the sigma-view samplers step x_sigma = z / sqrt(alpha_bar_{T-1}).
 
     Args:
-        model: a :class:`TimeConditionedModel` or :class:`TimeAndClassConditionedModel` (or any
-            module with the same call and a ``prediction_type``), e.g. the EMA model of a training run.
-        noise_schedule: the schedule the model was trained with.
+        model: a :class:`TimeConditionedModel` or :class:`TimeAndClassConditionedModel` (or any module with the
+            same call and a ``prediction_type``), e.g. the EMA model of a training run; or a
+            :class:`~diffusion_playground.diffusion.denoiser.Denoiser` such as ``OptimalDenoiser(data)``.
+        noise_schedule: the schedule the model was trained with (for a denoiser: the noise levels to walk).
         shape: the shape of one sample, e.g. ``(2,)`` or ``(1, 28, 28)``; when ``num_samples`` is None,
             ``shape`` is the full batch shape ``(B, ...)``.
         num_samples: how many samples to draw.
+        sampler: ``"ddpm"`` (ancestral, Ho et al. 2020), ``"ddim"`` (Song et al. 2021), ``"euler"`` (probability-flow
+            ODE), ``"heun"`` (EDM, Karras et al. 2022, Alg. 2) or ``"dpmpp_2m"`` (DPM-Solver++(2M), Lu et al. 2022).
+        steps: the number of sampling steps N (None = all T trained steps). Network evaluations: N, except
+            ``heun``: 2N - 1. ``SAMPLERS[sampler].nfe(N)`` gives it.
+        eta: DDIM's stochasticity in [0, 1] (0 = deterministic); only for ``sampler="ddim"``.
+        guidance_scale: classifier-free guidance weight w >= 0 (Ho & Salimans 2022); needs ``class_labels``
+            and a class-conditional model. 0 = the plain conditional model.
         class_labels: an int (one class for all) or one label per sample; None = unconditional.
+        step_schedule: ``"uniform"`` (evenly spaced t) or ``"karras"`` (rho = 7 sigmas); default per sampler
+            (uniform for ddpm/ddim, karras for the others). For a trained model karras sigmas are snapped to
+            trained steps (and repeats dropped), since the wrappers take integer t.
+        s_churn: EDM's S_churn for ``sampler="heun"`` (0 = deterministic).
         device: where to sample; defaults to the model's device.
         generator: a torch.Generator for reproducible samples.
-        return_trajectory: also return every x_t, stacked on the CPU as (T + 1, B, ...), from x_{T-1} noise to x_0.
-        clip_denoised: clip the predicted x0 to [-1, 1] at each step (for images in [-1, 1]).
+        return_trajectory: also return the states from the noise to the samples, stacked on the CPU as
+            (N + 1, B, ...), on the VP scale x_t = x_sigma / sqrt(1 + sigma^2) (the DDPM x_t).
+        clip_denoised: clip the predicted x0 to [-1, 1] at each step (for images in [-1, 1]; ddpm only).
 
     Returns:
         samples of shape (B, *shape) in data space, or ``(samples, trajectory)``.
     """
+    spec = check_sampler(sampler)
+    if steps is not None:
+        check_num_steps(steps)
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM-like); got {eta}")
+    if eta != 0.0 and sampler != "ddim":
+        raise ValueError(f"eta is DDIM's parameter; got eta={eta} with sampler={sampler!r} (use sampler='ddim')")
+    if s_churn != 0.0 and sampler != "heun":
+        raise ValueError(f"s_churn is the EDM (heun) sampler's parameter; got s_churn={s_churn} with sampler={sampler!r}")
+    if clip_denoised and sampler != "ddpm":
+        raise ValueError("clip_denoised is supported by sampler='ddpm' only")
     full_shape = tuple(shape) if num_samples is None else (int(num_samples), *tuple(shape))
     if len(full_shape) < 2 or any(int(d) < 1 for d in full_shape):
         raise ValueError(
@@ -155,27 +253,59 @@ def generate_samples(
         )
     device = torch.device(device) if device is not None else _model_device(model)
     labels = _class_labels_tensor(model, class_labels, full_shape[0], device)
-    x = randn_like(torch.empty(full_shape, device=device), generator)
-    trajectory: list[Tensor] = [x.cpu()] if return_trajectory else []
-
-    def record(t: int, x_t: Tensor, x0_hat: Tensor) -> None:
-        trajectory.append(x_t.cpu())
+    if guidance_scale != 0.0 and labels is None:
+        raise ValueError(f"guidance_scale={guidance_scale} needs class_labels to guide towards (and a class-conditional model)")
+    schedule = copy.copy(noise_schedule).to(device)  # a device copy: the caller's schedule stays where it is
+    _check_schedule_fits_model(model, schedule)
+    z = randn_like(torch.empty(full_shape, device=device), generator)  # x_{T-1}, the VP noise
 
     was_training = model.training
     model.eval()
     try:
-        samples = sample_ddpm(
-            model,
-            x,
-            copy.copy(noise_schedule).to(device),  # a device copy: the caller's schedule stays where it is
-            class_labels=labels,
-            generator=generator,
-            clip_denoised=clip_denoised,
-            callback=record if return_trajectory else None,
-            show_progress=show_progress,
-        )
+        denoiser = as_denoiser(model, schedule)
+        if guidance_scale != 0.0:
+            denoiser = ClassifierFreeGuidance(denoiser, guidance_scale)
+        if sampler == "ddpm":
+            time_model = as_time_model(denoiser if guidance_scale != 0.0 else model, schedule)
+            result = _run_ddpm(time_model, z, schedule, steps, step_schedule, labels, generator, clip_denoised,
+                               show_progress, return_trajectory)  # fmt: skip
+        else:
+            discrete = getattr(denoiser, "discrete_schedule", None) is not None
+            sigmas = step_sigmas(schedule, steps, step_schedule or spec.step_schedule, discrete=discrete)
+            options = {"eta": eta} if sampler == "ddim" else {"s_churn": s_churn} if sampler == "heun" else {}
+            result = spec.function(
+                denoiser, z / vp_scale(sigmas[0]).item(), sigmas.to(device), labels=labels, generator=generator,
+                return_trajectory=return_trajectory, **options,
+            )  # fmt: skip
+            if return_trajectory:
+                samples, trajectory = result
+                scale = vp_scale(sigmas).to(device).reshape(-1, *([1] * len(full_shape)))  # (N + 1, 1, ..., 1)
+                result = samples, trajectory * scale
     finally:
         model.train(was_training)
     if return_trajectory:
-        return samples, torch.stack(trajectory)  # (T + 1, B, ...)
-    return samples
+        samples, trajectory = result
+        return samples, trajectory.cpu()  # (N + 1, B, ...)
+    return result
+
+
+def _run_ddpm(
+    time_model: nn.Module,
+    z: Tensor,
+    schedule: NoiseSchedule,
+    steps: int | None,
+    step_schedule: StepSchedule | None,
+    labels: Tensor | None,
+    generator: torch.Generator | None,
+    clip_denoised: bool,
+    show_progress: bool,
+    return_trajectory: bool,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """DDPM on evenly spaced trained steps, with a ``model(x_t, t)`` (a denoiser goes through TimeViewModel)."""
+    if step_schedule not in (None, "uniform"):
+        raise ValueError(f"sampler='ddpm' walks evenly spaced trained steps; step_schedule must be 'uniform', got {step_schedule!r}")
+    time_steps = None if steps is None else uniform_time_steps(schedule.T, steps)
+    return sample_ddpm(
+        time_model, z, schedule, class_labels=labels, generator=generator, clip_denoised=clip_denoised,
+        show_progress=show_progress, time_steps=time_steps, return_trajectory=return_trajectory,
+    )  # fmt: skip

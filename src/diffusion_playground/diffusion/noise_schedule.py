@@ -82,6 +82,21 @@ class NoiseSchedule:
         self._device = device
 
     @property
+    def alpha_bars_float64(self) -> Tensor:
+        """alpha_bar_t in float64 on the CPU, for coefficients that must not lose precision (strided steps)."""
+        return torch.cumprod(1.0 - self._betas64, dim=0)
+
+    @property
+    def sigma_min(self) -> float:
+        """sigma_0, the smallest noise level the model was trained on."""
+        return float(sigma_from_alpha_bar(self.alpha_bars_float64[0]))
+
+    @property
+    def sigma_max(self) -> float:
+        """sigma_{T-1}, the largest noise level the model was trained on."""
+        return float(sigma_from_alpha_bar(self.alpha_bars_float64[-1]))
+
+    @property
     def time_steps(self) -> int:
         """T, the number of diffusion steps."""
         return self._betas64.numel()
@@ -162,6 +177,56 @@ class CosineNoiseSchedule(NoiseSchedule):
 def _check_time_steps(time_steps: int) -> None:
     if not isinstance(time_steps, int) or isinstance(time_steps, bool) or time_steps < 1:
         raise ValueError(f"time_steps (T) must be an integer >= 1; got {time_steps!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The VP t-view <-> the sigma-view (Karras et al. 2022, section 2 and table 1).
+#
+#   x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) eps          (VP, what the wrappers see)
+#   x_sigma = x_t / sqrt(alpha_bar_t) = x0 + sigma eps                (VE, what the EDM/DPM samplers step)
+#   sigma = sqrt((1 - alpha_bar) / alpha_bar),   alpha_bar = 1 / (1 + sigma^2)
+# ---------------------------------------------------------------------------------------------
+
+
+def sigma_from_alpha_bar(alpha_bar: Tensor) -> Tensor:
+    """sigma = sqrt((1 - alpha_bar) / alpha_bar) (Karras et al. 2022, table 1, VP column: s(t) = 1/sqrt(1 + sigma^2))."""
+    return ((1.0 - alpha_bar) / alpha_bar).sqrt()
+
+
+def alpha_bar_from_sigma(sigma: Tensor) -> Tensor:
+    """alpha_bar = 1 / (1 + sigma^2), the inverse of :func:`sigma_from_alpha_bar`."""
+    return 1.0 / (1.0 + sigma**2)
+
+
+def vp_scale(sigma: Tensor) -> Tensor:
+    """s(sigma) = sqrt(alpha_bar) = 1 / sqrt(1 + sigma^2): x_t = s(sigma) x_sigma (Karras et al. 2022, eq. 4)."""
+    return (1.0 + sigma**2).rsqrt()
+
+
+def sigma_to_t(noise_schedule: NoiseSchedule, sigma: Tensor | float) -> Tensor:
+    """The fractional step t at noise level sigma, interpolating log(sigma) linearly between trained steps.
+
+    ``sigmas`` is strictly increasing in t, so every sigma in [sigma_0, sigma_{T-1}] has one t in
+    [0, T-1]; sigmas outside that range are clamped to its ends. Returns float64 of sigma's shape.
+    """
+    log_sigmas = sigma_from_alpha_bar(noise_schedule.alpha_bars_float64).log()  # (T,)
+    sigma = torch.as_tensor(sigma, dtype=torch.float64)
+    log_sigma = sigma.cpu().double().clamp(min=1e-30).log().clamp(log_sigmas[0], log_sigmas[-1])
+    upper = torch.searchsorted(log_sigmas, log_sigma.reshape(-1)).clamp(1, max(noise_schedule.T - 1, 1))
+    lower = upper - 1
+    if noise_schedule.T == 1:
+        return torch.zeros_like(log_sigma).to(sigma.device)
+    fraction = (log_sigma.reshape(-1) - log_sigmas[lower]) / (log_sigmas[upper] - log_sigmas[lower])
+    return (lower + fraction).reshape(log_sigma.shape).to(sigma.device)
+
+
+def nearest_time_step(noise_schedule: NoiseSchedule, sigma: Tensor | float) -> Tensor:
+    """The trained step whose sigma_t is nearest to sigma in log-space: round(:func:`sigma_to_t`), as int64.
+
+    This is how the denoiser view calls a wrapper (which takes integer t) at an arbitrary sigma.
+    For a sigma that *is* a trained sigma_t (every step schedule built on the t-grid) it returns t exactly.
+    """
+    return sigma_to_t(noise_schedule, sigma).round().long()
 
 
 def schedule_from_config(config: dict[str, Any]) -> NoiseSchedule:

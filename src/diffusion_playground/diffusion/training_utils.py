@@ -63,6 +63,12 @@ def sample_xt(
     return q_sample(x0, noise_schedule, t, noise), noise, t
 
 
+def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    """N(0, I) noise of x's shape, drawn on the generator's device (so a CPU generator seeds CUDA runs too)."""
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+
+
 def check_time_steps(t: Tensor, num_time_steps: int, batch: int) -> None:
     """Raise a ValueError unless t is a (batch,) integer tensor with values in [0, num_time_steps)."""
     if t.shape != (batch,):
@@ -148,6 +154,7 @@ __all__ = [
     "denoising_loss",
     "loss_weights",
     "q_sample",
+    "randn_like",
     "sample_time_steps",
     "sample_xt",
 ]

@@ -59,10 +59,15 @@ class ClassEmbedding(nn.Module):
     def null_class(self) -> int:
         return self.num_classes
 
-    def forward(self, y: Tensor | None, batch: int, device: torch.device) -> Tensor:
+    def forward(
+        self, y: Tensor | None, batch: int, device: torch.device, null_mask: Tensor | None = None
+    ) -> Tensor:
+        """Embed labels y (B,); rows where ``null_mask`` (B,) is True, or all rows if y is None, get the null class."""
         if y is None:
             y = torch.full((batch,), self.null_class, device=device, dtype=torch.long)
         elif self.training and self.cond_drop_prob > 0:
             drop = torch.rand(y.shape, device=y.device) < self.cond_drop_prob
-            y = torch.where(drop, torch.full_like(y, self.null_class), y)
+            null_mask = drop if null_mask is None else null_mask | drop
+        if null_mask is not None:
+            y = torch.where(null_mask, torch.full_like(y, self.null_class), y)
         return self.embedding(y)  # (B, dim)

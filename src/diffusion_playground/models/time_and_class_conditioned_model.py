@@ -36,11 +36,17 @@ class TimeAndClassConditionedModel(TimeConditionedModel):
         self.class_embedding = ClassEmbedding(num_classes, time_emb_dim, cond_drop_prob)
         self.num_classes = num_classes
 
-    def forward(self, x: Tensor, t: Tensor | int, y: Tensor | int | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, t: Tensor | int, y: Tensor | int | None = None, *, null_mask: Tensor | None = None
+    ) -> Tensor:
+        """``null_mask`` (B,) bool: rows whose label is replaced by the null class, so one batch can hold
+        conditional and unconditional rows (classifier-free guidance evaluates both in one call)."""
         t = self._check_inputs(x, t)
         y = self._check_labels(x, y)
-        cond_emb = self._time_embedding(t, x.shape[0]) + self.class_embedding(y, x.shape[0], x.device)  # (B, time_emb_dim)
-        return self._backbone(x, cond_emb)
+        if null_mask is not None and (y is None or null_mask.shape != y.shape or null_mask.dtype != torch.bool):
+            raise ValueError(f"null_mask must be a (batch,) bool tensor next to labels y; got {tuple(null_mask.shape)}, {null_mask.dtype}")
+        class_emb = self.class_embedding(y, x.shape[0], x.device, null_mask)  # (B, time_emb_dim)
+        return self._backbone(x, self._time_embedding(t, x.shape[0]) + class_emb)
 
     def _check_labels(self, x: Tensor, y: Tensor | int | None) -> Tensor | None:
         if y is None:
