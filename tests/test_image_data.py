@@ -195,6 +195,7 @@ def test_an_unreachable_network_gives_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(DatasetNotFoundError, match=message) as caught:
         load_cifar10(tmp_path / "cifar", download=True)
     assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in str(caught.value)
+    assert "pass download=True" not in str(caught.value)  # it was passed: no advice to do so
     assert list((tmp_path / "cifar").iterdir()) == []
 
 

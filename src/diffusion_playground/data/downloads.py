@@ -33,15 +33,22 @@ class RemoteFile:
 
 
 def dataset_error(
-    dataset: str, root: str | Path, files: Sequence[RemoteFile], reason: str, *, expected: str | None = None
+    dataset: str,
+    root: str | Path,
+    files: Sequence[RemoteFile],
+    reason: str,
+    *,
+    expected: str | None = None,
+    download_tried: bool = False,
 ) -> DatasetNotFoundError:
     """The one error of every loader: what went wrong, which files are expected, the URLs, and the folder."""
     folder = Path(root).expanduser().resolve()
     expected = expected or ", ".join(remote.name for remote in files)
     urls = " ".join(remote.urls[0] for remote in files)
+    hint = "" if download_tried else " (or pass download=True where the network allows)"
     return DatasetNotFoundError(
-        f"{dataset}: {reason}. Expected {expected} in the folder {folder}. Download {urls} "
-        f"(or pass download=True where the network allows) and put the files in that folder."
+        f"{dataset}: {reason}. Expected {expected} in the folder {folder}. Download {urls}{hint} "
+        "and put the files in that folder."
     )
 
 
@@ -117,7 +124,7 @@ def find_or_download(
             download_file(remote, root)
         except OSError as error:
             reason = f"downloading {remote.name} failed ({error})"
-            raise dataset_error(dataset, root, files, reason, expected=expected) from error
+            raise dataset_error(dataset, root, files, reason, expected=expected, download_tried=True) from error
     return [find(root, remote) for remote in files]
 
 

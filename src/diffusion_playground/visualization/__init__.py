@@ -1,6 +1,15 @@
 """Figures (matplotlib Figure objects; nothing is shown or kept in global state)."""
 
+from diffusion_playground.visualization.image_grid import image_mosaic, plot_image_grid
 from diffusion_playground.visualization.loss_curve import plot_loss_curve, save_figure
 from diffusion_playground.visualization.points_2d import plot_forward_process_2d, plot_samples_2d, plot_trajectory_2d
 
-__all__ = ["plot_forward_process_2d", "plot_loss_curve", "plot_samples_2d", "plot_trajectory_2d", "save_figure"]
+__all__ = [
+    "image_mosaic",
+    "plot_forward_process_2d",
+    "plot_image_grid",
+    "plot_loss_curve",
+    "plot_samples_2d",
+    "plot_trajectory_2d",
+    "save_figure",
+]

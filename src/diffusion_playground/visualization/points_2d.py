@@ -82,7 +82,7 @@ def plot_trajectory_2d(
     trajectory = trajectory.detach().cpu()
     last = trajectory.shape[0] - 1  # states 0..last: x_{T-1} (noise) first, the samples last
     fractions = torch.linspace(1.0, 0.0, num_frames) ** 2  # quadratic spacing: denser near the end
-    frames = sorted({last - int(round(last * f)) for f in fractions.tolist()})
+    frames = sorted({last - round(last * f) for f in fractions.tolist()})
     fig = Figure(figsize=(2.3 * (len(frames) + 1), 2.6), layout="constrained")
     axes = fig.subplots(1, len(frames) + 1)
     for ax, index in zip(axes, frames):
