@@ -99,3 +99,12 @@ def test_random_horizontal_flip_mirrors_about_half_the_images():
     assert torch.equal(flipped, random_horizontal_flip(x, torch.Generator().manual_seed(0)))
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         random_horizontal_flip(torch.zeros(3, 2))
+
+
+def test_bf16_training_resumes_exactly(tmp_path, schedule, points):
+    straight = train_denoiser(tiny_model(schedule.T), points, schedule, epochs=2, precision="bf16", **FAST)
+    train_denoiser(tiny_model(schedule.T), points, schedule, epochs=2, precision="bf16", max_steps=6, checkpoint_dir=tmp_path, **FAST)
+    resumed = train_denoiser(tiny_model(schedule.T), points, schedule, epochs=2, precision="bf16", checkpoint_dir=tmp_path, **FAST)
+    assert resumed.losses == straight.losses
+    for a, b in zip(straight.ema_model.parameters(), resumed.ema_model.parameters()):
+        assert torch.equal(a, b)

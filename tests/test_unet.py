@@ -10,6 +10,7 @@ from diffusion_playground import (
     LinearNoiseSchedule,
     TimeAndClassConditionedModel,
     TimeConditionedModel,
+    generate_samples,
     load_checkpoint,
     train_denoiser,
 )
@@ -160,3 +161,9 @@ def test_a_unet_trains_on_digits_inside_the_class_conditional_wrapper_and_reload
         out = history.ema_model(images[:4], t, y)
         assert out.shape == (4, 1, 8, 8) and out.abs().max() > 0
         assert torch.equal(reloaded(images[:4], t, y), out)
+    # class-conditional sampling: the requested number per class, with and without guidance
+    requested = torch.arange(10).repeat_interleave(3)  # 3 samples of each digit
+    for guidance_scale in (0.0, 2.0):
+        samples = generate_samples(reloaded, schedule, (1, 8, 8), 30, class_labels=requested, sampler="ddim",
+                                   steps=5, guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(0))  # fmt: skip
+        assert samples.shape == (30, 1, 8, 8) and torch.isfinite(samples).all()
