@@ -2,23 +2,57 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
+import pytest
+import torch
+from PIL import Image
+
+from diffusion_playground.__main__ import main
+
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # torch reads these: one thread per subprocess
+
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "diffusion_playground", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "diffusion_playground", *args], check=False, capture_output=True, text=True, timeout=600, env=ONE_THREAD
+    )
 
 
-def test_help_lists_the_train_command():
+def written(result: subprocess.CompletedProcess) -> list[str]:
+    """The paths listed after the final "Wrote:" line."""
+    lines = result.stdout.splitlines()
+    start = max(i for i, line in enumerate(lines) if line.startswith("Wrote:"))
+    return [line.strip() for line in lines[start + 1 :]]
+
+
+def test_help_lists_every_command(capsys):
     result = run_cli("--help")
-    assert result.returncode == 0 and "train" in result.stdout
+    assert result.returncode == 0
+    for command in ("train", "sample", "evaluate", "animate"):
+        assert command in result.stdout
+    for command, options in [("train", ("{moons,digits,mnist,cifar10}", "--data", "--download")),
+                             ("sample", ("--sampler", "--steps", "--class", "--guidance", "--n", "--out", "--seed", "--device")),
+                             ("animate", ("--frames", "--fps", "--out"))]:  # fmt: skip
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        shown = capsys.readouterr().out
+        assert all(option in shown for option in options), (command, shown)
 
 
-def test_train_moons_writes_figures_checkpoint_and_quality(tmp_path):
-    out = tmp_path / "moons"
-    result = run_cli("train", "moons", "--epochs", "1", "--out", str(out), "--device", "cpu", "--num-samples", "500", "--no-progress")
+@pytest.fixture(scope="module")
+def moons_run(tmp_path_factory) -> tuple:
+    """One short `train moons` run shared by the tests below: (output folder, completed process)."""
+    out = tmp_path_factory.mktemp("cli") / "moons"
+    result = run_cli("train", "moons", "--epochs", "1", "--out", str(out), "--device", "cpu", "--num-samples", "200", "--no-progress")
     assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_train_moons_writes_figures_checkpoint_and_quality(moons_run):
+    out, result = moons_run
     for name in ("samples.png", "loss_curve.png", "trajectory.png"):
         assert (out / name).stat().st_size > 1000, name
         assert str(out / name) in result.stdout
@@ -31,3 +65,78 @@ def test_bad_arguments_are_refused_with_a_message():
     assert result.returncode != 0 and "--epochs must be >= 1" in result.stderr
     result = run_cli("train", "cifar100")
     assert result.returncode != 0 and "invalid choice" in result.stderr
+
+
+def run_in_process(capsys, *args: str) -> str:
+    """main(args) in this process (no interpreter start-up); returns what it printed."""
+    assert main(list(args)) == 0
+    return capsys.readouterr().out
+
+
+def error_of(capsys, *args: str) -> str:
+    """The message main(args) exits with."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    message = str(exit_info.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    return message
+
+
+@pytest.fixture(scope="module")
+def moons_checkpoint(moons_run):
+    return moons_run[0] / "checkpoints"
+
+
+def test_sample_a_moons_checkpoint_written_by_train(moons_checkpoint, tmp_path):
+    result = run_cli("sample", str(moons_checkpoint), "--n", "300", "--steps", "10", "--out", str(tmp_path / "s"), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert written(result) == [str(tmp_path / "s.png"), str(tmp_path / "s.pt")]
+    assert torch.load(tmp_path / "s.pt")["samples"].shape == (300, 2)
+    assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_evaluate_and_animate_a_moons_checkpoint(moons_checkpoint, tmp_path, capsys):
+    shown = run_in_process(capsys, "evaluate", str(moons_checkpoint), "--n", "300", "--steps", "10", "--no-progress")
+    assert "sliced Wasserstein-2" in shown and "MMD^2" in shown and "floor" in shown
+    gif = tmp_path / "anim.gif"
+    shown = run_in_process(capsys, "animate", str(moons_checkpoint), "--steps", "10", "--frames", "8", "--fps", "4",
+                           "--out", str(gif), "--no-progress")  # fmt: skip
+    assert shown.splitlines()[-2:] == ["Wrote:", f"  {gif}"]
+    with Image.open(gif) as image:
+        assert image.n_frames == 8
+    assert "--frames 8 needs at least 7 sampling steps" in error_of(capsys, "animate", str(moons_checkpoint), "--steps", "3", "--frames", "8")
+
+
+def test_train_digits_then_sample_one_class_with_guidance(tmp_path, capsys):
+    out = tmp_path / "digits"
+    result = run_cli("train", "digits", "--epochs", "1", "--out", str(out), "--device", "cpu", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert str(out / "samples.png") in written(result) and (out / "samples.png").stat().st_size > 1000
+    shown = run_in_process(capsys, "sample", str(out / "checkpoints"), "--class", "3", "--guidance", "2", "--n", "4",
+                           "--steps", "5", "--out", str(tmp_path / "threes"), "--no-progress")  # fmt: skip
+    assert shown.splitlines()[-3:] == ["Wrote:", f"  {tmp_path / 'threes.png'}", f"  {tmp_path / 'threes.pt'}"]
+    saved = torch.load(tmp_path / "threes.pt")
+    assert saved["samples"].shape == (4, 1, 8, 8) and saved["labels"].tolist() == [3, 3, 3, 3]
+    assert "--class must lie in [0, 10)" in error_of(capsys, "sample", str(out / "checkpoints"), "--class", "10")
+    classifier = tmp_path / "classifier.pt"
+    shown = run_in_process(capsys, "evaluate", str(out / "checkpoints"), "--n", "3", "--steps", "5",
+                           "--classifier", str(classifier), "--no-progress")  # fmt: skip
+    assert "class accuracy" in shown and "Fréchet" in shown and shown.splitlines()[-2:] == ["Wrote:", f"  {classifier}"]
+
+
+def test_a_bad_checkpoint_gives_one_line_of_error(tmp_path, capsys):
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    result = run_cli("sample", str(corrupt))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: checkpoint") and "corrupt" in lines[0], result.stderr
+    assert "no checkpoint file" in error_of(capsys, "sample", str(tmp_path / "missing.pt"))
+    other_version = tmp_path / "old.pt"
+    torch.save({"format_version": 0}, other_version)
+    assert "format 0" in error_of(capsys, "evaluate", str(other_version))
+
+
+def test_missing_mnist_files_are_named(tmp_path, capsys):
+    message = error_of(capsys, "train", "mnist", "--data", str(tmp_path), "--epochs", "1")
+    assert "train-images-idx3-ubyte" in message and str(tmp_path) in message

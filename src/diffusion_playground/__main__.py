@@ -1,13 +1,28 @@
-"""Command line: ``python -m diffusion_playground train moons [--epochs N] [--out DIR] [--device cpu|cuda]``."""
+"""Command line: train a model, then sample, evaluate or animate any checkpoint it wrote.
+
+    python -m diffusion_playground train {moons,digits,mnist,cifar10} [--epochs N] [--out DIR] [--device cpu|cuda]
+    python -m diffusion_playground sample CHECKPOINT [--sampler S] [--steps N] [--class K] [--guidance W] [--n N] [--out PATH]
+    python -m diffusion_playground evaluate CHECKPOINT
+    python -m diffusion_playground animate CHECKPOINT [--frames N] [--fps N] [--out PATH]
+
+CHECKPOINT is a checkpoint-step*.pt file or the checkpoints/ folder of a run (its newest valid file); the
+checkpoint rebuilds its own model and noise schedule. Every command ends by listing the files it wrote.
+"""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
+from diffusion_playground.data.downloads import DatasetNotFoundError
+from diffusion_playground.diffusion.backward import SAMPLERS
+from diffusion_playground.experiments import from_checkpoint as ckpt_tools
+from diffusion_playground.experiments.images import IMAGE_RECIPES, run_images
 from diffusion_playground.experiments.moons import MoonsConfig, run_moons
+from diffusion_playground.training.checkpoint import CheckpointError
 
 
 def _device(name: str) -> str:
@@ -16,50 +31,178 @@ def _device(name: str) -> str:
     return name
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m diffusion_playground", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train a diffusion model on a dataset, then sample and evaluate it")
-    train.add_argument("dataset", choices=["moons"], help="which experiment to run")
-    train.add_argument("--epochs", type=int, default=MoonsConfig.epochs, help="passes over the data (default: %(default)s)")
-    train.add_argument("--out", default="outputs/moons", help="folder for checkpoints and figures (default: %(default)s)")
-    train.add_argument(
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--device", type=_device, choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu",
-        help="where to train (default: %(default)s)",
+        help="where to run (default: %(default)s)",
     )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def _add_sampling(parser: argparse.ArgumentParser, *, default_steps: int = 50) -> None:
+    parser.add_argument("checkpoint", help="a checkpoint-step*.pt file, or a folder of them (the newest valid one is used)")
+    parser.add_argument("--sampler", choices=list(SAMPLERS), default="ddim", help="reverse-process sampler (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=default_steps, help="sampling steps (default: %(default)s)")
+    parser.add_argument("--class", dest="class_label", type=int, default=None,
+                        help="images: draw this class only (default: every class, one row each)")  # fmt: skip
+    parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w (default: 0)")
+    parser.add_argument("--n", type=int, default=None,
+                        help="points: number of samples (default 2000); images: samples per class (default 8)")  # fmt: skip
+    _add_common(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m diffusion_playground", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a diffusion model on a dataset, then sample (and, for moons, evaluate) it")
+    train.add_argument("dataset", choices=["moons", *IMAGE_RECIPES], help="which experiment to run")
+    train.add_argument("--epochs", type=int, default=None,
+                       help=f"passes over the data (default: moons {MoonsConfig.epochs}, "
+                            + ", ".join(f"{k} {r.defaults.epochs}" for k, r in IMAGE_RECIPES.items()) + ")")  # fmt: skip
+    train.add_argument("--out", default=None, help="folder for checkpoints and figures (default: outputs/DATASET)")
     train.add_argument(
         "--num-samples", type=int, default=MoonsConfig.num_eval_samples,
-        help="samples drawn and compared with as many fresh data points (default: %(default)s)",
+        help="moons: samples drawn and compared with as many fresh data points (default: %(default)s)",
     )  # fmt: skip
-    train.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    train.add_argument("--data", default="data", help="mnist/cifar10: folder holding the dataset files (default: %(default)s)")
+    train.add_argument("--download", action="store_true", help="mnist/cifar10: download missing files into --data")
+    _add_common(train)
+
+    sample = commands.add_parser("sample", help="draw samples from a checkpoint: a PNG figure and a .pt tensor")
+    _add_sampling(sample)
+    sample.add_argument("--out", default="outputs/samples", help="output path without suffix (default: %(default)s)")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="measure a checkpoint's samples (points: sliced W2 and MMD^2 vs fresh moons; "
+        "class-conditional images: a small classifier's accuracy and feature Fréchet distance)",
+    )  # fmt: skip
+    _add_sampling(evaluate)
+    evaluate.add_argument("--data", default="data", help="mnist/cifar10: folder holding the dataset files (default: %(default)s)")
+    evaluate.add_argument("--download", action="store_true", help="mnist/cifar10: download missing files into --data")
+    evaluate.add_argument("--classifier", default=None,
+                          help="images: the cached classifier, trained there if absent (default: outputs/classifiers/DATASET.pt)")  # fmt: skip
+
+    animate = commands.add_parser("animate", help="a GIF of the reverse process, from noise to samples")
+    _add_sampling(animate)
+    animate.add_argument("--frames", type=int, default=40, help="frames of the GIF (default: %(default)s)")
+    animate.add_argument("--fps", type=int, default=10, help="frames per second (default: %(default)s)")
+    animate.add_argument("--out", default="outputs/reverse_process", help="output path, .gif added (default: %(default)s)")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.epochs < 1:
+def _print_written(paths: Sequence[Path | str | None]) -> None:
+    paths = [path for path in paths if path is not None]
+    print("Wrote:" if paths else "Wrote: no files")
+    for path in paths:
+        print(f"  {path}")
+
+
+def _train(args: argparse.Namespace) -> None:
+    if args.epochs is not None and args.epochs < 1:
         raise SystemExit(f"--epochs must be >= 1; got {args.epochs}")
+    out = args.out or f"outputs/{args.dataset}"
+    if args.dataset != "moons":
+        result = run_images(
+            args.dataset, out, data_root=args.data, download=args.download, epochs=args.epochs, seed=args.seed,
+            device=args.device, show_progress=not args.no_progress,
+        )  # fmt: skip
+        print(f"\nTrained {result['steps']} steps in {result['train_seconds']:.0f} s and drew the sample grid in "
+              f"{result['sample_seconds']:.0f} s on {args.device}.")  # fmt: skip
+        _print_written([*result["paths"].values(), result["checkpoint"]])
+        return
     if args.num_samples < 2:
         raise SystemExit(f"--num-samples must be >= 2; got {args.num_samples}")
+    epochs = MoonsConfig.epochs if args.epochs is None else args.epochs
     result = run_moons(
-        MoonsConfig(epochs=args.epochs, num_eval_samples=args.num_samples, seed=args.seed), args.out, device=args.device, show_progress=not args.no_progress
-    )
-    quality = result["quality"]
+        MoonsConfig(epochs=epochs, num_eval_samples=args.num_samples, seed=args.seed), out, device=args.device,
+        show_progress=not args.no_progress,
+    )  # fmt: skip
     print(
         f"\nTrained {result['steps']} steps in {result['train_seconds']:.0f} s and drew {args.num_samples} samples "
         f"({result['config']['time_steps']} DDPM steps) in {result['sample_seconds']:.0f} s on {args.device}."
     )
-    n = args.num_samples
+    _print_point_quality(result["quality"], args.num_samples)
+    _print_written([*result["paths"].values(), result["checkpoint"]])
+
+
+def _print_point_quality(quality: dict[str, float], n: int) -> None:
     print(f"Sample quality ({n} samples vs {n} fresh moons points; floor = a second fresh real sample of {n}):")
     print(
         f"  sliced Wasserstein-2: {quality['sliced_wasserstein']:.4f}   floor {quality['sliced_wasserstein_floor']:.4f}"
         f"   ratio {quality['sliced_wasserstein_ratio']:.2f}x"
     )
     print(f"  MMD^2 (RBF):          {quality['mmd2']:.2e}   floor {quality['mmd2_floor']:.2e}   ratio {quality['mmd2_ratio']:.2f}x")
-    print("Wrote:")
-    for path in (*result["paths"].values(), result["checkpoint"]):
-        print(f"  {path}")
+
+
+def _sampling_options(args: argparse.Namespace) -> ckpt_tools.SamplingOptions:
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1; got {args.steps}")
+    if args.n is not None and args.n < 1:
+        raise ValueError(f"--n must be >= 1; got {args.n}")
+    return ckpt_tools.SamplingOptions(
+        sampler=args.sampler, steps=args.steps, class_label=args.class_label, guidance_scale=args.guidance,
+        num_samples=args.n, seed=args.seed,
+    )  # fmt: skip
+
+
+def _sample(args: argparse.Namespace) -> None:
+    trained = ckpt_tools.open_checkpoint(args.checkpoint, device=args.device)
+    paths = ckpt_tools.write_samples(trained, _sampling_options(args), args.out, show_progress=not args.no_progress)
+    _print_written(paths)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    trained = ckpt_tools.open_checkpoint(args.checkpoint, device=args.device)
+    options = _sampling_options(args)
+    if not trained.is_points:
+        _evaluate_images(args, trained, options)
+        return
+    quality = ckpt_tools.evaluate_points(trained, options, show_progress=not args.no_progress)
+    n = options.num_samples or 2000
+    print(f"{options.sampler}, {options.steps} steps:")
+    _print_point_quality(quality, n)
+    _print_written([])
+
+
+def _evaluate_images(args: argparse.Namespace, trained: ckpt_tools.TrainedModel, options: ckpt_tools.SamplingOptions) -> None:
+    classifier = Path(args.classifier or f"outputs/classifiers/{trained.dataset}.pt")
+    if options.num_samples is None:
+        options = ckpt_tools.SamplingOptions(**{**options.__dict__, "num_samples": 50})  # per class
+    figures, trained_now = ckpt_tools.evaluate_images(
+        trained, options, data_root=args.data, download=args.download, classifier_path=classifier,
+        show_progress=not args.no_progress,
+    )  # fmt: skip
+    print(f"{trained.dataset}: {options.num_samples} samples per class, {options.sampler}, {options.steps} steps, "
+          f"guidance {options.guidance_scale}; small-CNN classifier {classifier} (figures comparable only within this package):")  # fmt: skip
+    print(f"  class accuracy of the samples:   {figures['accuracy']:.1%}   on real test images {figures['accuracy_real']:.1%}")
+    print(f"  classifier-feature Fréchet dist: {figures['frechet']:.3f}   floor (real test vs real train) {figures['frechet_floor']:.3f}"
+          f"   (biased upward at small n: {figures['num_generated']} generated vs {figures['num_real_test']} real test images)")
+    _print_written([classifier] if trained_now else [])
+
+
+def _animate(args: argparse.Namespace) -> None:
+    trained = ckpt_tools.open_checkpoint(args.checkpoint, device=args.device)
+    paths = ckpt_tools.animate_checkpoint(
+        trained, _sampling_options(args), args.out, frames=args.frames, fps=args.fps, show_progress=not args.no_progress
+    )
+    _print_written(paths)
+
+
+_COMMANDS = {"train": _train, "sample": _sample, "evaluate": _evaluate, "animate": _animate}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _COMMANDS[args.command](args)
+    except DatasetNotFoundError as error:  # its message names the files, the URLs and the folder
+        raise SystemExit(f"error: {error}") from None
+    except (FileNotFoundError, CheckpointError, ValueError) as error:
+        raise SystemExit("error: " + " ".join(str(error).split())) from None
     return 0
 
 

@@ -125,14 +125,26 @@ def denoising_loss(
     where the target is eps, x0 or v according to ``model.prediction_type``. The squared error
     is averaged over the data dimensions, then the weighted errors over the batch.
     """
+    _, noise, t = sample_xt(x0, noise_schedule, generator=generator)
+    return weighted_errors(model, x0, noise_schedule, t, noise, labels, weighting, min_snr_gamma).mean()
+
+
+def weighted_errors(
+    model: nn.Module,
+    x0: Tensor,
+    noise_schedule: NoiseSchedule,
+    t: Tensor,
+    noise: Tensor,
+    labels: Tensor | None,
+    weighting: LossWeighting,
+    min_snr_gamma: float,
+) -> Tensor:
+    """w(t_i) ||f_theta(x_t_i, t_i) - target_i||^2 / d for each sample i, given its draws (t_i, eps_i): shape (B,)."""
     prediction_type = getattr(model, "prediction_type", "eps")
-    x_t, noise, t = sample_xt(x0, noise_schedule, generator=generator)
-    prediction = call_model(model, x_t, t, labels)
-    a_t, s_t = coefficients(noise_schedule, t, x0)
-    target = target_from_x0_eps(x0, noise, a_t, s_t, prediction_type)
+    prediction = call_model(model, q_sample(x0, noise_schedule, t, noise), t, labels)
+    target = target_from_x0_eps(x0, noise, *coefficients(noise_schedule, t, x0), prediction_type)
     per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").flatten(1).mean(dim=1)  # (B,)
-    weights = loss_weights(noise_schedule, t, prediction_type, weighting, min_snr_gamma)
-    return (weights * per_sample).mean()
+    return loss_weights(noise_schedule, t, prediction_type, weighting, min_snr_gamma) * per_sample
 
 
 def call_model(model: nn.Module, x_t: Tensor, t: Tensor, labels: Tensor | None) -> Tensor:
@@ -157,4 +169,5 @@ __all__ = [
     "randn_like",
     "sample_time_steps",
     "sample_xt",
+    "weighted_errors",
 ]

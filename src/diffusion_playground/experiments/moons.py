@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,6 +15,7 @@ from diffusion_playground.data.moons import load_moons
 from diffusion_playground.diffusion.backward import generate_samples
 from diffusion_playground.diffusion.noise_schedule import LinearNoiseSchedule
 from diffusion_playground.evaluation.metrics import sample_quality
+from diffusion_playground.experiments.summary import run_summary
 from diffusion_playground.models.backbones.mlp import MLPBackbone
 from diffusion_playground.models.time_conditioned_model import TimeConditionedModel
 from diffusion_playground.training.denoiser_trainer import train_denoiser
@@ -78,12 +79,4 @@ def run_moons(
     plot_samples_2d(samples, data[:n], title="DDPM samples vs data", path=paths["samples"])
     plot_loss_curve(history.losses, path=paths["loss_curve"])
     plot_trajectory_2d(trajectory[:, :1000], path=paths["trajectory"])
-    return {
-        "quality": quality,
-        "paths": paths,
-        "checkpoint": history.checkpoint_path,
-        "steps": history.step,
-        "train_seconds": train_seconds,
-        "sample_seconds": sample_seconds,
-        "config": asdict(config),
-    }
+    return run_summary(history, paths, config, train_seconds=train_seconds, sample_seconds=sample_seconds, quality=quality)

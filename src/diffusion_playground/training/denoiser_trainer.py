@@ -9,6 +9,11 @@ calling it again with the same folder resumes from the newest valid checkpoint.
 Data order is a pure function of (seed, epoch): epoch e visits the samples in the permutation
 drawn from a generator seeded with (seed, e), so a resumed run sees exactly the batches the
 uninterrupted run would have seen.
+
+Started by ``torchrun`` (WORLD_SIZE > 1 in the environment), it trains data-parallel with
+DistributedDataParallel: ``batch_size`` is then the global batch, split over the processes, and
+the run follows the single-process trajectory (see :mod:`diffusion_playground.training.distributed`).
+Rank 0 logs and writes the checkpoints, which are the same files a single process writes.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from tqdm.auto import tqdm
 
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule
 from diffusion_playground.diffusion.training_utils import LossWeighting, denoising_loss
-from diffusion_playground.training import acceleration
+from diffusion_playground.training import acceleration, distributed
 from diffusion_playground.training import checkpoint as ckpt
 from diffusion_playground.training.acceleration import Precision
 from diffusion_playground.training.ema import EMA
@@ -199,7 +204,8 @@ def train_denoiser(
         labels: (N,) class labels for a tensor dataset (class-conditional training); None otherwise.
         epochs: total number of passes over the data (a resumed run continues up to this number).
         lr: peak learning rate of AdamW.
-        batch_size: batch size for a tensor dataset (a DataLoader brings its own).
+        batch_size: batch size for a tensor dataset (a DataLoader brings its own). Under torchrun it is the
+            global batch: each of the world_size processes takes batch_size // world_size of it.
         checkpoint_dir: folder for ``checkpoint-step*.pt`` files; None disables checkpointing.
         save_every: save every this many epochs (None: only by steps and at the end).
         save_every_steps: also save every this many optimizer steps.
@@ -218,7 +224,7 @@ def train_denoiser(
             :func:`diffusion_playground.data.random_horizontal_flip`; it draws from the trainer's
             generator, so resumed runs stay exact.
         seed: seeds the weight-independent randomness (data order, t and noise draws, dropout).
-        device: where to train (default: CUDA if available, else CPU).
+        device: where to train (default: CUDA if available, else CPU; under torchrun ``cuda:LOCAL_RANK``).
         precision: autocast dtype of the forward pass: ``"auto"`` (bf16 on CUDA GPUs that support it,
             fp16 with a gradient scaler on older ones, fp32 on the CPU), ``"fp32"``, ``"bf16"`` or ``"fp16"``.
         channels_last: NHWC memory format for image models; None = on for image data on CUDA.
@@ -238,8 +244,10 @@ def train_denoiser(
         raise ValueError(f"epochs must be >= 1; got {epochs}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    device = torch.device(device) if device is not None else ckpt.default_device()
     _check_dataset(model, data, labels)
+    context, device = distributed.setup(device)  # None unless started by torchrun with WORLD_SIZE > 1
+    device = device if device is not None else ckpt.default_device()
+    is_main = context is None or context.is_main
     if getattr(model, "num_time_steps", noise_schedule.T) < noise_schedule.T:
         raise ValueError(
             f"the noise schedule has T={noise_schedule.T} steps but the model was built for "
@@ -252,7 +260,8 @@ def train_denoiser(
     model.to(device).train()
     if nhwc:
         model.to(memory_format=torch.channels_last)
-    forward_model = torch.compile(model) if compile else model
+    forward_model = distributed.wrap(model, device) if context is not None else model
+    forward_model = torch.compile(forward_model) if compile else forward_model
     noise_schedule = copy.copy(noise_schedule).to(device)  # the caller's schedule stays where it is
     if isinstance(data, Tensor):
         data = data.to(device)
@@ -262,6 +271,8 @@ def train_denoiser(
     total_steps = epochs * steps_per_epoch
     if warmup_steps is None:
         warmup_steps = min(1000, max(1, total_steps // 20))
+    if context is not None:
+        _announce_data_parallel(context, data, batch_size, lr)
 
     torch.manual_seed(seed)
     noise_generator = torch.Generator(device=device).manual_seed(seed)
@@ -280,21 +291,31 @@ def train_denoiser(
     if checkpoint_dir is not None:
         checkpoint_dir = Path(checkpoint_dir)
         if resume:
-            found = ckpt.read_newest_valid_checkpoint(checkpoint_dir, map_location=device)
+            with distributed.main_rank_output(context):
+                found = _read_newest_checkpoint(checkpoint_dir, device, context)
             if found is not None:
                 history.checkpoint_path, state = found
-                step_in_epoch = _restore(
-                    state, model, ema, optimizer, scheduler, scaler, noise_generator, history, train_config
-                )
-                print(f"Resuming from {history.checkpoint_path} (epoch {history.epoch}, step {history.step})")
-        else:
+                with distributed.main_rank_output(context):
+                    step_in_epoch = _restore(
+                        state, model, ema, optimizer, scheduler, scaler, noise_generator, history, train_config
+                    )
+                    print(f"Resuming from {history.checkpoint_path} (epoch {history.epoch}, step {history.step})")
+        elif is_main:
             aside = ckpt.move_aside_old_checkpoints(checkpoint_dir)
             if aside is not None:
                 print(f"resume=False: moved the existing checkpoints of {checkpoint_dir} into {aside}")
+        distributed.barrier(context)  # no rank starts before rank 0 has looked at the folder
 
     def save() -> None:
         if checkpoint_dir is None:
             return
+        path = ckpt.checkpoint_path(checkpoint_dir, history.step)
+        if is_main:  # the model is the unwrapped one: its state_dict has no DDP "module." prefixes
+            write(path)
+        history.checkpoint_path = path
+        distributed.barrier(context)  # the file is complete before any rank goes on (and may resume from it)
+
+    def write(path: Path) -> None:
         state = {
             "format_version": ckpt.CHECKPOINT_FORMAT_VERSION,
             "package_version": _package_version(),
@@ -314,7 +335,7 @@ def train_denoiser(
             "noise_schedule": noise_schedule.config(),
             "train_config": train_config,
         }
-        history.checkpoint_path = ckpt.save_checkpoint_atomic(state, ckpt.checkpoint_path(checkpoint_dir, history.step))
+        ckpt.save_checkpoint_atomic(state, path)
         ckpt.prune_checkpoints(checkpoint_dir, keep_last)
 
     pending: list[Tensor] = []  # losses not yet read back from the device
@@ -323,7 +344,7 @@ def train_denoiser(
         """Read pending losses back, stop on the first non-finite one."""
         if not pending:
             return
-        values = torch.stack(pending).tolist()
+        values = distributed.mean_over_ranks(context, torch.stack(pending)).tolist()  # the global batch's losses
         first_step = history.step - len(values) + 1
         for offset, value in enumerate(values):
             if not math.isfinite(value):
@@ -336,22 +357,30 @@ def train_denoiser(
         pending.clear()
 
     stop_at = total_steps if max_steps is None else min(total_steps, max_steps)
+    show_progress = show_progress and is_main  # one bar for the run, on rank 0
     progress = tqdm(total=total_steps, initial=history.step, desc="training", disable=not show_progress, dynamic_ncols=True)
     try:
         while history.epoch < epochs and history.step < stop_at:
             for x0, y in batches.epoch(history.epoch, skip=step_in_epoch):
                 if augment is not None:
                     x0 = augment(x0, noise_generator)
+                if context is not None:
+                    x0, y, shard = distributed.local_part(context, x0, y, isinstance(data, Tensor))
                 if nhwc:
                     x0 = x0.contiguous(memory_format=torch.channels_last)
                 autocast = (
                     torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
                 )
                 with autocast:
-                    loss = denoising_loss(
-                        forward_model, x0, noise_schedule, labels=y, weighting=loss_weighting,
-                        min_snr_gamma=min_snr_gamma, generator=noise_generator,
-                    )  # fmt: skip
+                    if context is None:
+                        loss = denoising_loss(
+                            forward_model, x0, noise_schedule, labels=y, weighting=loss_weighting,
+                            min_snr_gamma=min_snr_gamma, generator=noise_generator,
+                        )  # fmt: skip
+                    else:
+                        loss = distributed.sharded_denoising_loss(
+                            forward_model, x0, noise_schedule, shard, y, loss_weighting, min_snr_gamma, noise_generator
+                        )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()  # the scaler is a pass-through unless precision is fp16
                 if grad_clip_norm is not None:
@@ -388,6 +417,44 @@ def train_denoiser(
         progress.close()
     history.ema_model = ema.model
     return history
+
+
+def _announce_data_parallel(
+    context: distributed.DistributedContext, data: Tensor | DataLoader, batch_size: int, lr: float
+) -> None:
+    """Check the global batch splits over the ranks; print it and the LR on rank 0 (to reason about scaling)."""
+    if isinstance(data, Tensor):
+        if batch_size % context.world_size:
+            raise ValueError(
+                f"batch_size={batch_size} is the global batch and must split evenly over the {context.world_size} "
+                f"processes; use a multiple of {context.world_size}"
+            )
+        per_rank = batch_size // context.world_size
+    else:
+        if context.is_main and not isinstance(data.sampler, torch.utils.data.DistributedSampler):
+            warnings.warn(
+                "under torchrun a DataLoader should use a DistributedSampler, or every process sees the same batches",
+                stacklevel=3,
+            )
+        per_rank = data.batch_size or 1
+    if context.is_main:
+        print(
+            f"data-parallel training on {context.world_size} processes ({torch.distributed.get_backend()}): "
+            f"global batch {per_rank * context.world_size} ({per_rank} per process), lr {lr:g}"
+        )
+
+
+def _read_newest_checkpoint(
+    directory: Path, device: torch.device, context: distributed.DistributedContext | None
+) -> tuple[Path, dict[str, Any]] | None:
+    """The newest valid checkpoint; under torchrun rank 0 chooses it and every rank loads that same file."""
+    if context is None:
+        return ckpt.read_newest_valid_checkpoint(directory, map_location=device)
+    found = ckpt.read_newest_valid_checkpoint(directory, map_location=device) if context.is_main else None
+    path = distributed.broadcast_from_main(context, found[0] if found is not None else None)
+    if path is None or context.is_main:
+        return found
+    return path, ckpt.read_checkpoint(path, map_location=device)
 
 
 def _batch_ndim(data: Tensor | DataLoader, model: nn.Module) -> int | None:
