@@ -228,3 +228,11 @@ def test_bad_arguments_raise_clear_errors(schedule):
         sample_euler(GaussianDenoiser(), torch.zeros(2, 2), torch.tensor([1.0, 2.0, 0.0]))
     with pytest.raises(ValueError, match="followed by 0"):
         sample_euler(GaussianDenoiser(), torch.zeros(2, 2), torch.tensor([2.0, 1.0]))
+
+
+def test_every_sampler_shows_a_progress_bar_when_asked(capsys):
+    schedule = LinearNoiseSchedule(50, beta_start=1e-3, beta_end=0.2)
+    denoiser = OptimalDenoiser(torch.zeros(3, 2))
+    for sampler in ("ddim", "euler", "heun", "dpmpp_2m"):
+        generate_samples(denoiser, schedule, (2,), 4, sampler=sampler, steps=5, show_progress=True)
+        assert f"{sampler} sampling" in capsys.readouterr().err

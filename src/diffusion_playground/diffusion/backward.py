@@ -273,10 +273,11 @@ def generate_samples(
             discrete = getattr(denoiser, "discrete_schedule", None) is not None
             sigmas = step_sigmas(schedule, steps, step_schedule or spec.step_schedule, discrete=discrete)
             options = {"eta": eta} if sampler == "ddim" else {"s_churn": s_churn} if sampler == "heun" else {}
-            result = spec.function(
-                denoiser, z / vp_scale(sigmas[0]).item(), sigmas.to(device), labels=labels, generator=generator,
-                return_trajectory=return_trajectory, **options,
-            )  # fmt: skip
+            with tqdm(total=len(sigmas) - 1, desc=f"{sampler} sampling", disable=not show_progress, leave=False) as bar:
+                result = spec.function(
+                    denoiser, z / vp_scale(sigmas[0]).item(), sigmas.to(device), labels=labels, generator=generator,
+                    return_trajectory=return_trajectory, callback=lambda *_: bar.update(1), **options,
+                )  # fmt: skip
             if return_trajectory:
                 samples, trajectory = result
                 scale = vp_scale(sigmas).to(device).reshape(-1, *([1] * len(full_shape)))  # (N + 1, 1, ..., 1)
