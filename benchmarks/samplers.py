@@ -27,6 +27,7 @@ from diffusion_playground.data import load_moons
 from diffusion_playground.diffusion import SAMPLERS, karras_sigmas, sample_heun
 from diffusion_playground.diffusion.noise_schedule import vp_scale
 from diffusion_playground.evaluation.metrics import median_bandwidth, mmd_rbf, random_directions, sliced_wasserstein
+from diffusion_playground.visualization.sampler_error import plot_error_vs_nfe
 
 SAMPLER_NAMES = ("ddpm", "ddim", "euler", "heun", "dpmpp_2m")
 DETERMINISTIC = ("ddim", "euler", "heun", "dpmpp_2m")
@@ -112,35 +113,6 @@ def print_table(results: dict, reference_quality: tuple[float, float]) -> dict[s
     return slopes
 
 
-def plot(results: dict, reference_quality: tuple[float, float], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_sw, ax_rms) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for sampler in SAMPLER_NAMES:
-        rows = sorted((nfe, v) for (name, nfe), v in results.items() if name == sampler)
-        nfes = [nfe for nfe, _ in rows]
-        ax_sw.plot(nfes, [v[0] for _, v in rows], "o-", label=sampler)
-        if sampler in DETERMINISTIC:
-            ax_rms.plot(nfes, [v[2] for _, v in rows], "o-", label=sampler)
-    ax_sw.axhline(reference_quality[0], color="k", ls="--", lw=1, label="reference ODE solve")
-    ax_sw.set(xscale="log", yscale="log", xlabel="NFE", ylabel="sliced-W2 to the data", title="distance to the data")
-    ax_rms.set(xscale="log", yscale="log", xlabel="NFE", ylabel="RMS distance to the reference",
-               title="ODE solver error (same noise)")  # fmt: skip
-    nfe_guide = torch.tensor([20.0, 1000.0])
-    for order, style in ((1, ":"), (2, "-.")):
-        ax_rms.plot(nfe_guide, 0.3 * (nfe_guide / 20) ** -order, "k" + style, lw=1, label=f"slope -{order}")
-    for ax in (ax_sw, ax_rms):
-        ax.legend(fontsize=8)
-        ax.grid(True, which="both", alpha=0.3)
-    fig.suptitle("moons, exact (optimal) denoiser")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    print(f"plot written to {path}")
-
-
 def trained_table(args: argparse.Namespace) -> None:
     """Train the moons MLP, then the samplers' sliced-W2 ratio (to fresh data, floor-normalised) vs 1,000-step DDPM."""
     from diffusion_playground import train_denoiser
@@ -191,7 +163,9 @@ def main() -> None:
     results, extra, _ = exact_denoiser_table(args)
     print_table(results, extra["reference"])
     if args.plot:
-        plot(results, extra["reference"], args.plot)
+        plot_error_vs_nfe(results, extra["reference"][0], deterministic=DETERMINISTIC,
+                          title="moons, exact (optimal) denoiser", path=args.plot)
+        print(f"plot written to {args.plot}")
     if args.trained:
         trained_table(args)
 

@@ -102,3 +102,59 @@ def plot_trajectory_2d(
     if path is not None:
         save_figure(fig, path)
     return fig
+
+
+@torch.no_grad()
+def plot_denoiser_field_2d(
+    model: torch.nn.Module,
+    noise_schedule: NoiseSchedule,
+    time_steps: Sequence[int] | None = None,
+    *,
+    samples: Tensor | None = None,
+    grid_size: int = 17,
+    path: str | Path | None = None,
+) -> Figure:
+    """Where the model pulls each point at a few t: arrows from x_t to the predicted clean point x0_hat(x_t, t).
+
+    x0_hat = E[x0 | x_t] satisfies Tweedie's formula a_t x0_hat = x_t + (1 - a_t^2) grad log q(x_t) with
+    a_t = sqrt(alpha_bar_t), so the arrows show the learned score field (plus a shrinkage towards 0 by a_t).
+    At large t the arrows point to the data's bulk; at small t onto the moons. (Near t = T-1 an eps-predicting
+    network's x0_hat = (x_t - s_t eps_hat) / a_t multiplies its errors by s_t / a_t, about 157 for the linear
+    schedule: the default steps stop at T/2.) ``samples`` (optional,
+    (steps, B, 2) from ``generate_samples(..., return_trajectory=True)`` on the same schedule) overlays x_t.
+    """
+    from diffusion_playground.diffusion.denoiser import as_denoiser  # the sampling side, imported where it is used
+
+    T = noise_schedule.T
+    time_steps = sorted({T // 2, T // 5, T // 20, T // 100}, reverse=True) if time_steps is None else list(time_steps)
+    if not time_steps or min(time_steps) < 0 or max(time_steps) >= T:
+        raise ValueError(f"time_steps must be a non-empty list of steps in [0, {T}); got {time_steps}")
+    device = next(model.parameters(), torch.empty(0)).device
+    denoiser = as_denoiser(model, noise_schedule)
+    axis = torch.linspace(*_LIMITS, grid_size)
+    grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), dim=-1).reshape(-1, 2).to(device)  # (G*G, 2)
+    fig = Figure(figsize=(2.6 * len(time_steps), 2.8), layout="constrained")
+    axes = fig.subplots(1, len(time_steps), squeeze=False)[0]
+    was_training = model.training
+    model.eval()
+    try:
+        for ax, t in zip(axes, time_steps):
+            sqrt_alpha_bar = noise_schedule.sqrt_alpha_bars[t].item()
+            sigma = torch.tensor(noise_schedule.sigmas[t].item(), device=device)
+            x0_hat = denoiser(grid / sqrt_alpha_bar, sigma).cpu()  # the VP point x_t is x_sigma * sqrt(alpha_bar_t)
+            if samples is not None:
+                _scatter(ax, samples[samples.shape[0] - 2 - t], "", "tab:gray")
+            arrows = x0_hat - grid.cpu()
+            ax.quiver(grid[:, 0].cpu(), grid[:, 1].cpu(), arrows[:, 0], arrows[:, 1], color="tab:red", alpha=0.7,
+                      angles="xy", scale_units="xy", scale=1.0, width=0.004)  # fmt: skip
+            ax.set_title(f"t = {t}: x_t -> x0_hat", fontsize=9)
+            ax.set_xlim(*_LIMITS)
+            ax.set_ylim(*_LIMITS)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    finally:
+        model.train(was_training)
+    if path is not None:
+        save_figure(fig, path)
+    return fig
