@@ -359,6 +359,7 @@ def train_denoiser(
     stop_at = total_steps if max_steps is None else min(total_steps, max_steps)
     show_progress = show_progress and is_main  # one bar for the run, on rank 0
     progress = tqdm(total=total_steps, initial=history.step, desc="training", disable=not show_progress, dynamic_ncols=True)
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
     try:
         while history.epoch < epochs and history.step < stop_at:
             for x0, y in batches.epoch(history.epoch, skip=step_in_epoch):
@@ -368,9 +369,6 @@ def train_denoiser(
                     x0, y, shard = distributed.local_part(context, x0, y, isinstance(data, Tensor))
                 if nhwc:
                     x0 = x0.contiguous(memory_format=torch.channels_last)
-                autocast = (
-                    torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
-                )
                 with autocast:
                     if context is None:
                         loss = denoising_loss(
