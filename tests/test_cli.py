@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
 import torch
+from image_files import write_mnist
 from PIL import Image
 
 from diffusion_playground.__main__ import main
+from diffusion_playground.data.fake_files import write_fake_cifar10
 
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # torch reads these: one thread per subprocess
 
@@ -33,7 +36,7 @@ def test_help_lists_every_command(capsys):
     assert result.returncode == 0
     for command in ("train", "sample", "evaluate", "animate"):
         assert command in result.stdout
-    for command, options in [("train", ("{moons,digits,mnist,cifar10}", "--data", "--download")),
+    for command, options in [("train", ("{moons,digits,mnist,cifar10}", "--data", "--download", "--quick")),
                              ("sample", ("--sampler", "--steps", "--class", "--guidance", "--n", "--out", "--seed", "--device")),
                              ("animate", ("--frames", "--fps", "--out"))]:  # fmt: skip
         with pytest.raises(SystemExit):
@@ -140,3 +143,64 @@ def test_a_bad_checkpoint_gives_one_line_of_error(tmp_path, capsys):
 def test_missing_mnist_files_are_named(tmp_path, capsys):
     message = error_of(capsys, "train", "mnist", "--data", str(tmp_path), "--epochs", "1")
     assert "train-images-idx3-ubyte" in message and str(tmp_path) in message
+
+
+def test_train_cifar10_from_its_files_then_sample_the_checkpoint(tmp_path, capsys):
+    write_fake_cifar10(tmp_path / "data", n_per_batch=4)  # 20 training images in the real pickle format
+    out = tmp_path / "cifar10"
+    result = run_cli("train", "cifar10", "--data", str(tmp_path / "data"), "--epochs", "2", "--quick",
+                     "--out", str(out), "--device", "cpu", "--no-progress")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    checkpoint = out / "checkpoints" / "checkpoint-step00000002.pt"  # 2 epochs of one batch
+    assert written(result) == [str(out / "samples.png"), str(out / "loss_curve.png"), str(checkpoint)]
+    assert (out / "samples.png").stat().st_size > 1000
+    shown = run_in_process(capsys, "sample", str(out / "checkpoints"), "--n", "1", "--steps", "3",
+                           "--out", str(tmp_path / "s"), "--no-progress")  # fmt: skip
+    assert shown.splitlines()[-3:] == ["Wrote:", f"  {tmp_path / 's.png'}", f"  {tmp_path / 's.pt'}"]
+    saved = torch.load(tmp_path / "s.pt")
+    assert saved["samples"].shape == (10, 3, 32, 32) and saved["labels"].tolist() == list(range(10))
+
+
+def test_train_mnist_from_its_files_stops_after_the_quick_steps(tmp_path, capsys):
+    write_mnist(tmp_path / "data", "train", n=4)  # raw IDX files
+    out = tmp_path / "mnist"
+    shown = run_in_process(capsys, "train", "mnist", "--data", str(tmp_path / "data"), "--epochs", "30", "--quick",
+                           "--out", str(out), "--device", "cpu", "--no-progress")  # fmt: skip
+    assert "Trained 20 steps" in shown  # --quick: at most 20 of the 30 one-batch epochs
+    assert shown.splitlines()[-1] == f"  {out / 'checkpoints' / 'checkpoint-step00000020.pt'}"
+    assert (out / "samples.png").stat().st_size > 1000
+    with pytest.raises(SystemExit, match="--quick shrinks the image experiments; moons is small already"):
+        main(["train", "moons", "--quick"])
+
+
+def test_train_under_torchrun_trains_on_two_processes_and_reports_once(tmp_path):
+    out = tmp_path / "digits"
+    env = {k: v for k, v in ONE_THREAD.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env |= {"MASTER_ADDR": "127.0.0.1", "GLOO_SOCKET_IFNAME": "lo"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "diffusion_playground", "train", "digits", "--epochs", "1", "--quick", "--out", str(out),
+               "--device", "cpu", "--no-progress"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               start_new_session=True)  # fmt: skip
+    try:
+        stdout, stderr = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGTERM)  # torchrun passes it on to its workers (in sessions of their own)
+        stdout, stderr = process.communicate(timeout=60)
+        pytest.fail(f"torchrun ... train digits did not finish in 300 s:\n{stdout}{stderr}")
+    assert process.returncode == 0, stdout + stderr
+    assert "data-parallel training on 2 processes (gloo): global batch 128 (64 per process)" in stdout
+    for line in ("unet_tiny:", "Trained 12 steps", "Wrote:"):  # one rank reports, once
+        assert stdout.count(line) == 1, stdout
+    assert "Warning" not in stderr, stderr  # e.g. DDP's stride warning, or a process group left undestroyed
+    files = [out / "samples.png", out / "loss_curve.png", out / "checkpoints" / "checkpoint-step00000012.pt"]
+    assert stdout.splitlines()[-4:] == ["Wrote:", *(f"  {path}" for path in files)]
+    assert sorted(path for path in out.rglob("*") if path.is_file()) == sorted(files)
+
+
+def test_only_train_runs_under_torchrun(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    message = error_of(capsys, "sample", "run/checkpoints")
+    assert message == "error: only `train` runs under torchrun; run `sample` as one process"

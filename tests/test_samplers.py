@@ -7,7 +7,9 @@ import math
 import pytest
 import torch
 
-from diffusion_playground import LinearNoiseSchedule, OptimalDenoiser, generate_samples
+from torch import nn
+
+from diffusion_playground import CosineNoiseSchedule, LinearNoiseSchedule, OptimalDenoiser, generate_samples
 from diffusion_playground.diffusion import (
     SAMPLERS,
     Denoiser,
@@ -18,6 +20,7 @@ from diffusion_playground.diffusion import (
     sample_euler,
     sample_heun,
     step_sigmas,
+    strided_time_steps,
     uniform_time_steps,
 )
 from diffusion_playground.diffusion.backward import _strided_posterior
@@ -201,7 +204,49 @@ def test_step_schedules():
     schedule = LinearNoiseSchedule.scaled(1000)
     snapped = step_sigmas(schedule, 10, "karras", discrete=True)
     assert set(snapped[:-1].tolist()) <= set(schedule.sigmas.tolist())
-    assert len(snapped) == 11 and snapped[0] == schedule.sigmas[-1] and snapped[-2] == schedule.sigmas[0]
+    first = nearest_time_step(schedule, 80.0)  # few-step grids start at sigma_max = 80 (Karras et al. 2022)
+    assert len(snapped) == 11 and snapped[0] == schedule.sigmas[first] and snapped[-2] == schedule.sigmas[0]
+    assert strided_time_steps(schedule, 10)[0] == first and strided_time_steps(schedule, 1000)[0] == 999
+    assert step_sigmas(schedule, None)[0] == schedule.sigmas[-1]  # every trained step: from T-1
+    grid = step_sigmas(schedule, 10, "karras", discrete=False, sigma_min=0.1, sigma_max=5.0)
+    assert grid[0].item() == pytest.approx(5.0) and grid[-2].item() == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="within the trained noise levels"):
+        step_sigmas(schedule, 10, "karras", sigma_max=1000.0)
+
+
+class BiasedEpsModel(nn.Module):
+    """An eps-predicting wrapper of the exact denoiser, wrong by ``bias`` in every output: a stand-in for the
+    small errors of a trained network."""
+
+    prediction_type = "eps"
+    num_classes = None
+
+    def __init__(self, data: torch.Tensor, noise_schedule, bias: float) -> None:
+        super().__init__()
+        self.denoiser, self.noise_schedule, self.bias = OptimalDenoiser(data), noise_schedule, bias
+        self.num_time_steps = noise_schedule.T
+
+    def forward(self, x_t, t, y=None):
+        a_t = self.noise_schedule.sqrt_alpha_bars[t].reshape(-1, 1)
+        s_t = self.noise_schedule.sqrt_one_minus_alpha_bars[t].reshape(-1, 1)
+        x0 = self.denoiser(x_t / a_t, self.noise_schedule.sigmas[t], None)
+        return (x_t - a_t * x0) / s_t + self.bias
+
+
+def test_few_step_samplers_on_the_cosine_schedule_do_not_amplify_eps_errors():
+    """The last cosine step has alpha_bar ~ 2e-9 (sigma ~ 2e4): started there, an eps error of 0.01 becomes an x0
+    error of ~200. The default grid starts at sigma = 80, so the error stays of the order of the bias."""
+    schedule = CosineNoiseSchedule(1000)
+    data = torch.tensor([[-1.0, 0.5], [1.0, -0.5], [0.0, 1.0]])
+    exact, biased = BiasedEpsModel(data, schedule, 0.0), BiasedEpsModel(data, schedule, 0.01)
+    for sampler in ("ddim", "dpmpp_2m", "ddpm"):
+        def sample(model, **kwargs):
+            return generate_samples(model, schedule, (2,), 256, sampler=sampler, steps=10,
+                                    generator=torch.Generator().manual_seed(0), **kwargs)  # fmt: skip
+        error = (sample(biased) - sample(exact)).norm(dim=1).mean().item()
+        from_the_top = (sample(biased, sigma_max=schedule.sigma_max) - sample(exact, sigma_max=schedule.sigma_max))
+        assert error < 0.2, (sampler, error)
+        assert from_the_top.norm(dim=1).mean().item() > 5 * error  # what the default avoids
 
 
 def test_nfe_per_sampler():

@@ -4,7 +4,7 @@ The public API (names and call shapes kept stable across versions)::
 
     from diffusion_playground import (
         BaseBackbone, MLPBackbone, TimeConditionedModel, TimeAndClassConditionedModel,
-        NoiseSchedule, LinearNoiseSchedule, CosineNoiseSchedule,
+        NoiseSchedule, LinearNoiseSchedule, CosineNoiseSchedule, CategoricalDiffusion,
         sample_xt, generate_samples, train_denoiser, load_checkpoint,
         OptimalDenoiser, ClassifierFreeGuidance, as_denoiser,
     )
@@ -13,6 +13,7 @@ The public API (names and call shapes kept stable across versions)::
 __version__ = "0.1.0"
 
 from diffusion_playground.diffusion import (  # noqa: E402
+    CategoricalDiffusion,
     ClassifierFreeGuidance,
     CosineNoiseSchedule,
     LinearNoiseSchedule,
@@ -32,6 +33,7 @@ from diffusion_playground.training import TrainingHistory, load_checkpoint, trai
 
 __all__ = [
     "BaseBackbone",
+    "CategoricalDiffusion",
     "ClassifierFreeGuidance",
     "CosineNoiseSchedule",
     "LinearNoiseSchedule",

@@ -1,12 +1,18 @@
 """Command line: train a model, then sample, evaluate or animate any checkpoint it wrote.
 
-    python -m diffusion_playground train {moons,digits,mnist,cifar10} [--epochs N] [--out DIR] [--device cpu|cuda]
+    python -m diffusion_playground train {moons,digits,mnist,cifar10} [--epochs N] [--out DIR] [--device D] [--quick]
     python -m diffusion_playground sample CHECKPOINT [--sampler S] [--steps N] [--class K] [--guidance W] [--n N] [--out PATH]
     python -m diffusion_playground evaluate CHECKPOINT
     python -m diffusion_playground animate CHECKPOINT [--frames N] [--fps N] [--out PATH]
 
 CHECKPOINT is a checkpoint-step*.pt file or the checkpoints/ folder of a run (its newest valid file); the
 checkpoint rebuilds its own model and noise schedule. Every command ends by listing the files it wrote.
+
+`train` also runs data-parallel under torchrun (one process per GPU, or gloo on CPUs):
+
+    torchrun --nproc_per_node=N -m diffusion_playground train DATASET [...]
+
+Every process trains; rank 0 alone writes the checkpoints, samples, evaluates, writes the figures and prints.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from diffusion_playground.diffusion.backward import SAMPLERS
 from diffusion_playground.experiments import from_checkpoint as ckpt_tools
 from diffusion_playground.experiments.images import IMAGE_RECIPES, run_images
 from diffusion_playground.experiments.moons import MoonsConfig, run_moons
+from diffusion_playground.training import distributed
 from diffusion_playground.training.checkpoint import CheckpointError
 
 
@@ -70,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     train.add_argument("--data", default="data", help="mnist/cifar10: folder holding the dataset files (default: %(default)s)")
     train.add_argument("--download", action="store_true", help="mnist/cifar10: download missing files into --data")
+    train.add_argument(
+        "--quick", action="store_true",
+        help="digits/mnist/cifar10: a smoke test of the whole pipeline: a small U-Net, at most 20 training steps, "
+        "2 samples per class in 8 DDIM steps (the samples are still noise)",
+    )  # fmt: skip
     _add_common(train)
 
     sample = commands.add_parser("sample", help="draw samples from a checkpoint: a PNG figure and a .pt tensor")
@@ -108,12 +120,16 @@ def _train(args: argparse.Namespace) -> None:
     if args.dataset != "moons":
         result = run_images(
             args.dataset, out, data_root=args.data, download=args.download, epochs=args.epochs, seed=args.seed,
-            device=args.device, show_progress=not args.no_progress,
+            quick=args.quick, device=args.device, show_progress=not args.no_progress,
         )  # fmt: skip
+        if not distributed.is_main_process():  # torchrun: rank 0 reports what the run wrote
+            return
         print(f"\nTrained {result['steps']} steps in {result['train_seconds']:.0f} s and drew the sample grid in "
               f"{result['sample_seconds']:.0f} s on {args.device}.")  # fmt: skip
         _print_written([*result["paths"].values(), result["checkpoint"]])
         return
+    if args.quick:
+        raise SystemExit("--quick shrinks the image experiments; moons is small already: use --epochs, --num-samples")
     if args.num_samples < 2:
         raise SystemExit(f"--num-samples must be >= 2; got {args.num_samples}")
     epochs = MoonsConfig.epochs if args.epochs is None else args.epochs
@@ -121,6 +137,8 @@ def _train(args: argparse.Namespace) -> None:
         MoonsConfig(epochs=epochs, num_eval_samples=args.num_samples, seed=args.seed), out, device=args.device,
         show_progress=not args.no_progress,
     )  # fmt: skip
+    if not distributed.is_main_process():
+        return
     print(
         f"\nTrained {result['steps']} steps in {result['train_seconds']:.0f} s and drew {args.num_samples} samples "
         f"({result['config']['time_steps']} DDPM steps) in {result['sample_seconds']:.0f} s on {args.device}."
@@ -197,12 +215,18 @@ _COMMANDS = {"train": _train, "sample": _sample, "evaluate": _evaluate, "animate
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    context = distributed.context_from_environment()  # None unless started by torchrun with WORLD_SIZE > 1
+    if context is not None and args.command != "train":
+        raise SystemExit(f"error: only `train` runs under torchrun; run `{args.command}` as one process")
     try:
-        _COMMANDS[args.command](args)
+        with distributed.main_rank_output(context):  # the other ranks would repeat rank 0's lines
+            _COMMANDS[args.command](args)
     except DatasetNotFoundError as error:  # its message names the files, the URLs and the folder
         raise SystemExit(f"error: {error}") from None
     except (FileNotFoundError, CheckpointError, ValueError) as error:
         raise SystemExit("error: " + " ".join(str(error).split())) from None
+    finally:
+        distributed.shutdown()  # leave the process group (train joined it) before the interpreter exits
     return 0
 
 

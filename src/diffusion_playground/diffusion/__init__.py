@@ -1,6 +1,8 @@
-"""The math of Gaussian diffusion: schedules, the forward process, targets and samplers (no nn.Module state)."""
+"""The math of diffusion: Gaussian schedules, the forward process, targets and samplers, and categorical
+(D3PM) diffusion (no nn.Module state)."""
 
 from diffusion_playground.diffusion.backward import SAMPLERS, generate_samples, sample_ddpm
+from diffusion_playground.diffusion.categorical import CategoricalDiffusion
 from diffusion_playground.diffusion.denoiser import NULL_LABEL, Denoiser, ModelDenoiser, TimeViewModel, as_denoiser
 from diffusion_playground.diffusion.guidance import ClassifierFreeGuidance
 from diffusion_playground.diffusion.noise_schedule import (
@@ -15,12 +17,21 @@ from diffusion_playground.diffusion.noise_schedule import (
 )
 from diffusion_playground.diffusion.optimal_denoiser import OptimalDenoiser
 from diffusion_playground.diffusion.samplers import sample_ddim, sample_dpmpp_2m, sample_euler, sample_heun
-from diffusion_playground.diffusion.step_schedules import karras_sigmas, step_sigmas, uniform_time_steps
+from diffusion_playground.diffusion.step_schedules import (
+    DEFAULT_SIGMA_MAX,
+    karras_sigmas,
+    sigma_range,
+    step_sigmas,
+    strided_time_steps,
+    uniform_time_steps,
+)
 from diffusion_playground.diffusion.training_utils import denoising_loss, loss_weights, q_sample, sample_xt
 
 __all__ = [
+    "DEFAULT_SIGMA_MAX",
     "NULL_LABEL",
     "SAMPLERS",
+    "CategoricalDiffusion",
     "ClassifierFreeGuidance",
     "CosineNoiseSchedule",
     "Denoiser",
@@ -46,6 +57,8 @@ __all__ = [
     "schedule_from_config",
     "sigma_from_alpha_bar",
     "sigma_to_t",
+    "sigma_range",
     "step_sigmas",
+    "strided_time_steps",
     "uniform_time_steps",
 ]

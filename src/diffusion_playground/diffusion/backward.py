@@ -22,7 +22,7 @@ from diffusion_playground.diffusion.guidance import ClassifierFreeGuidance
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, vp_scale
 from diffusion_playground.diffusion.parameterization import coefficients, x0_eps_from_prediction
 from diffusion_playground.diffusion.samplers import sample_ddim, sample_dpmpp_2m, sample_euler, sample_heun
-from diffusion_playground.diffusion.step_schedules import StepSchedule, check_num_steps, step_sigmas, uniform_time_steps
+from diffusion_playground.diffusion.step_schedules import StepSchedule, check_num_steps, step_sigmas, strided_time_steps
 from diffusion_playground.diffusion.training_utils import call_model, randn_like
 
 StepCallback = Callable[[int, Tensor, Tensor], None]  # (t, x_t, x0_hat)
@@ -194,6 +194,8 @@ def generate_samples(
     class_labels: Tensor | Sequence[int] | int | None = None,
     step_schedule: StepSchedule | None = None,
     s_churn: float = 0.0,
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
     device: torch.device | str | None = None,
     generator: torch.Generator | None = None,
     show_progress: bool = False,
@@ -225,6 +227,10 @@ def generate_samples(
             (uniform for ddpm/ddim, karras for the others). For a trained model karras sigmas are snapped to
             trained steps (and repeats dropped), since the wrappers take integer t.
         s_churn: EDM's S_churn for ``sampler="heun"`` (0 = deterministic).
+        sigma_min, sigma_max: the noise levels the ``steps`` span (with ``steps`` only; see
+            :func:`~diffusion_playground.diffusion.step_schedules.sigma_range`). Defaults: the schedule's sigma_0,
+            and its sigma_{T-1} capped at 80 (Karras et al. 2022), since an eps-model's x0 estimate multiplies its
+            error by sigma. Few-step samplers of a trained model gain most from this grid (moons README).
         device: where to sample; defaults to the model's device.
         generator: a torch.Generator for reproducible samples.
         return_trajectory: also return the states from the noise to the samples, stacked on the CPU as
@@ -237,6 +243,8 @@ def generate_samples(
     spec = check_sampler(sampler)
     if steps is not None:
         check_num_steps(steps)
+    elif sigma_min is not None or sigma_max is not None:
+        raise ValueError("sigma_min / sigma_max set the range of a few-step grid; pass steps as well (steps=None walks every trained step)")
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM-like); got {eta}")
     if eta != 0.0 and sampler != "ddim":
@@ -267,11 +275,17 @@ def generate_samples(
             denoiser = ClassifierFreeGuidance(denoiser, guidance_scale)
         if sampler == "ddpm":
             time_model = as_time_model(denoiser if guidance_scale != 0.0 else model, schedule)
-            result = _run_ddpm(time_model, z, schedule, steps, step_schedule, labels, generator, clip_denoised,
-                               show_progress, return_trajectory)  # fmt: skip
+            if step_schedule not in (None, "uniform"):
+                raise ValueError(f"sampler='ddpm' walks evenly spaced trained steps; step_schedule must be 'uniform', got {step_schedule!r}")
+            time_steps = None if steps is None else strided_time_steps(schedule, steps, sigma_min, sigma_max)
+            result = sample_ddpm(
+                time_model, z, schedule, class_labels=labels, generator=generator, clip_denoised=clip_denoised,
+                show_progress=show_progress, time_steps=time_steps, return_trajectory=return_trajectory,
+            )  # fmt: skip
         else:
             discrete = getattr(denoiser, "discrete_schedule", None) is not None
-            sigmas = step_sigmas(schedule, steps, step_schedule or spec.step_schedule, discrete=discrete)
+            sigmas = step_sigmas(schedule, steps, step_schedule or spec.step_schedule, discrete=discrete,
+                                 sigma_min=sigma_min, sigma_max=sigma_max)  # fmt: skip
             options = {"eta": eta} if sampler == "ddim" else {"s_churn": s_churn} if sampler == "heun" else {}
             with tqdm(total=len(sigmas) - 1, desc=f"{sampler} sampling", disable=not show_progress, leave=False) as bar:
                 result = spec.function(
@@ -289,24 +303,3 @@ def generate_samples(
         return samples, trajectory.cpu()  # (N + 1, B, ...)
     return result
 
-
-def _run_ddpm(
-    time_model: nn.Module,
-    z: Tensor,
-    schedule: NoiseSchedule,
-    steps: int | None,
-    step_schedule: StepSchedule | None,
-    labels: Tensor | None,
-    generator: torch.Generator | None,
-    clip_denoised: bool,
-    show_progress: bool,
-    return_trajectory: bool,
-) -> Tensor | tuple[Tensor, Tensor]:
-    """DDPM on evenly spaced trained steps, with a ``model(x_t, t)`` (a denoiser goes through TimeViewModel)."""
-    if step_schedule not in (None, "uniform"):
-        raise ValueError(f"sampler='ddpm' walks evenly spaced trained steps; step_schedule must be 'uniform', got {step_schedule!r}")
-    time_steps = None if steps is None else uniform_time_steps(schedule.T, steps)
-    return sample_ddpm(
-        time_model, z, schedule, class_labels=labels, generator=generator, clip_denoised=clip_denoised,
-        show_progress=show_progress, time_steps=time_steps, return_trajectory=return_trajectory,
-    )  # fmt: skip

@@ -18,10 +18,13 @@ indices (the original DiffusionLab trained on [0, T-1] but sampled on [1, T]).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from diffusion_playground.diffusion.categorical import CategoricalDiffusion
 
 
 class NoiseSchedule:
@@ -229,11 +232,17 @@ def nearest_time_step(noise_schedule: NoiseSchedule, sigma: Tensor | float) -> T
     return sigma_to_t(noise_schedule, sigma).round().long()
 
 
-def schedule_from_config(config: dict[str, Any]) -> NoiseSchedule:
-    """Rebuild a schedule from its :meth:`NoiseSchedule.config` (used by checkpoints)."""
+def schedule_from_config(config: dict[str, Any]) -> NoiseSchedule | CategoricalDiffusion:
+    """Rebuild a schedule from its :meth:`NoiseSchedule.config`, or a :class:`CategoricalDiffusion` from its
+    ``config()`` (name "categorical"); used by checkpoints."""
+    from diffusion_playground.diffusion.categorical import CategoricalDiffusion  # here: categorical imports this module
+
     kwargs = dict(config)
     name = kwargs.pop("name", None)
-    builders = {"linear": LinearNoiseSchedule, "cosine": CosineNoiseSchedule, "custom": NoiseSchedule}
+    builders = {
+        "linear": LinearNoiseSchedule, "cosine": CosineNoiseSchedule, "custom": NoiseSchedule,
+        "categorical": CategoricalDiffusion,
+    }  # fmt: skip
     if name not in builders:
         raise ValueError(f"unknown noise schedule {name!r}; expected one of {sorted(builders)}")
     return builders[name](**kwargs)

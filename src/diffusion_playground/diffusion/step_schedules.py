@@ -17,6 +17,12 @@ from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, nearest
 StepSchedule = Literal["uniform", "karras"]
 STEP_SCHEDULES: tuple[str, ...] = ("uniform", "karras")
 
+# Where few-step grids start by default: Karras et al. 2022 (section 5, table 1) sample every model from
+# sigma_max = 80. Starting higher buys nothing (x_sigma is already Gaussian noise) and costs accuracy: an
+# eps-model's data prediction x0_hat = x_sigma - sigma * eps_hat multiplies its error by sigma, which is ~157 at
+# the last step of Ho et al.'s linear schedule and ~2e4 at the last (clipped) step of the cosine schedule.
+DEFAULT_SIGMA_MAX = 80.0
+
 
 def check_num_steps(num_steps: int) -> None:
     """Raise a ValueError unless num_steps is an int >= 1."""
@@ -24,20 +30,25 @@ def check_num_steps(num_steps: int) -> None:
         raise ValueError(f"the number of sampling steps must be an integer >= 1; got {num_steps!r}")
 
 
-def uniform_time_steps(num_time_steps: int, num_steps: int) -> Tensor:
-    """N trained steps t evenly spaced from T-1 down to 0 (Song et al. 2021, DDIM section 4.2 / appendix C.2).
+def uniform_time_steps(num_time_steps: int, num_steps: int, *, first: int | None = None, last: int = 0) -> Tensor:
+    """N trained steps t evenly spaced from ``first`` (default T-1) down to ``last`` (Song et al. 2021, DDIM
+    section 4.2 / appendix C.2).
 
-    t_i = round((T - 1) (1 - i / (N - 1))), i = 0..N-1, so the walk starts at the last trained step and
-    ends at the first; N = T gives every step. Returns int64 of shape (N,), strictly decreasing.
+    t_i = round(first + i / (N - 1) (last - first)), i = 0..N-1; N = T gives every step. Returns int64 of
+    shape (N,), strictly decreasing.
     """
     check_num_steps(num_steps)
-    if num_steps > num_time_steps:
+    first = num_time_steps - 1 if first is None else int(first)
+    if not 0 <= last <= first < num_time_steps:
+        raise ValueError(f"need 0 <= last <= first < T={num_time_steps}; got first={first}, last={last}")
+    if num_steps > first - last + 1:
         raise ValueError(
-            f"cannot take {num_steps} steps on a schedule of T={num_time_steps} trained steps; use steps <= {num_time_steps}"
+            f"cannot take {num_steps} steps on the {first - last + 1} trained steps from t={first} to t={last}; "
+            f"use steps <= {first - last + 1}"
         )
     if num_steps == 1:
-        return torch.tensor([num_time_steps - 1])
-    return torch.linspace(num_time_steps - 1, 0, num_steps, dtype=torch.float64).round().long()
+        return torch.tensor([first])
+    return torch.linspace(first, last, num_steps, dtype=torch.float64).round().long()
 
 
 def sigmas_at_time_steps(noise_schedule: NoiseSchedule, time_steps: Tensor) -> Tensor:
@@ -74,6 +85,39 @@ def snap_to_time_steps(noise_schedule: NoiseSchedule, sigmas: Tensor) -> Tensor:
     return sigmas_at_time_steps(noise_schedule, time_steps)
 
 
+def sigma_range(
+    noise_schedule: NoiseSchedule, sigma_min: float | None = None, sigma_max: float | None = None
+) -> tuple[float, float]:
+    """The noise levels a few-step grid spans: ``sigma_min`` (default: the schedule's sigma_0) to ``sigma_max``
+    (default: the schedule's sigma_{T-1}, at most :data:`DEFAULT_SIGMA_MAX`). Both must lie in the trained range."""
+    low, high = noise_schedule.sigma_min, noise_schedule.sigma_max
+    sigma_min = low if sigma_min is None else float(sigma_min)
+    sigma_max = min(high, DEFAULT_SIGMA_MAX) if sigma_max is None else float(sigma_max)
+    tolerance = 1e-6 * high
+    if not low - tolerance <= sigma_min <= sigma_max <= high + tolerance:
+        raise ValueError(
+            f"need sigma_min <= sigma_max within the trained noise levels [{low:.4g}, {high:.4g}] of this schedule; "
+            f"got sigma_min={sigma_min:.4g}, sigma_max={sigma_max:.4g}"
+        )
+    return sigma_min, sigma_max
+
+
+def strided_time_steps(
+    noise_schedule: NoiseSchedule, num_steps: int, sigma_min: float | None = None, sigma_max: float | None = None
+) -> Tensor:
+    """:func:`uniform_time_steps` between the trained steps nearest to :func:`sigma_range`'s ends.
+
+    When more steps are asked for than the trained steps below the default sigma_max, the walk starts at
+    t = T-1 instead (with that many steps the start hardly matters), so ``num_steps = T`` is every step.
+    """
+    check_num_steps(num_steps)
+    low, high = sigma_range(noise_schedule, sigma_min, sigma_max)
+    first, last = (int(t) for t in nearest_time_step(noise_schedule, torch.tensor([high, low])))
+    if sigma_max is None and num_steps > first - last + 1:
+        first = noise_schedule.T - 1
+    return uniform_time_steps(noise_schedule.T, num_steps, first=first, last=last)
+
+
 def step_sigmas(
     noise_schedule: NoiseSchedule,
     num_steps: int | None,
@@ -81,29 +125,37 @@ def step_sigmas(
     *,
     discrete: bool = True,
     rho: float = 7.0,
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
 ) -> Tensor:
-    """The sigmas of ``num_steps`` steps (None: all T trained steps) from sigma_{T-1} to sigma_0, then 0.
+    """The sigmas of ``num_steps`` steps from sigma_max down to sigma_min, then 0 (see :func:`sigma_range`).
 
-    ``uniform`` spaces the steps evenly in t (DDPM/DDIM); ``karras`` uses :func:`karras_sigmas` between the
-    schedule's sigma_min and sigma_max, snapped to the trained levels when ``discrete`` (a trained model).
+    ``uniform`` spaces the steps evenly in t (DDPM/DDIM) between the trained steps nearest to sigma_max and
+    sigma_min; ``karras`` uses :func:`karras_sigmas`, snapped to the trained levels when ``discrete`` (a
+    trained model). ``num_steps=None`` walks every trained step from sigma_{T-1} to sigma_0 (full DDPM/DDIM).
     """
     if step_schedule not in STEP_SCHEDULES:
         raise ValueError(f"step_schedule must be one of {STEP_SCHEDULES}; got {step_schedule!r}")
     if num_steps is None:
+        if sigma_min is not None or sigma_max is not None:
+            raise ValueError("sigma_min / sigma_max shape a grid of a given number of steps; pass steps as well")
         return sigmas_at_time_steps(noise_schedule, uniform_time_steps(noise_schedule.T, noise_schedule.T))
     if step_schedule == "uniform":
-        return sigmas_at_time_steps(noise_schedule, uniform_time_steps(noise_schedule.T, num_steps))
-    sigmas = karras_sigmas(num_steps, noise_schedule.sigma_min, noise_schedule.sigma_max, rho)
+        return sigmas_at_time_steps(noise_schedule, strided_time_steps(noise_schedule, num_steps, sigma_min, sigma_max))
+    sigmas = karras_sigmas(num_steps, *sigma_range(noise_schedule, sigma_min, sigma_max), rho)
     return snap_to_time_steps(noise_schedule, sigmas) if discrete else sigmas
 
 
 __all__ = [
+    "DEFAULT_SIGMA_MAX",
     "STEP_SCHEDULES",
     "StepSchedule",
     "check_num_steps",
     "karras_sigmas",
+    "sigma_range",
     "sigmas_at_time_steps",
     "snap_to_time_steps",
     "step_sigmas",
+    "strided_time_steps",
     "uniform_time_steps",
 ]

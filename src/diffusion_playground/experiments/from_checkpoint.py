@@ -13,8 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from diffusion_playground.data.moons import load_moons
-from diffusion_playground.diffusion.backward import generate_samples
+from diffusion_playground.diffusion.backward import SAMPLERS, generate_samples
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule
+from diffusion_playground.diffusion.step_schedules import step_sigmas
 from diffusion_playground.evaluation.classifier import classifier_metrics, load_or_train_classifier
 from diffusion_playground.evaluation.metrics import sample_quality
 from diffusion_playground.experiments.images import IMAGE_RECIPES, RECIPE_OF_SHAPE, sample_class_grid
@@ -163,6 +164,10 @@ def animate_checkpoint(
         options = SamplingOptions(**{**options.__dict__, "num_samples": 1 if options.class_label is None else 8})
     _, _, trajectory = draw_samples(trained, options, show_progress=show_progress, return_trajectory=True)
     path = Path(out).with_suffix(".gif")
-    extra = {} if trained.is_points else {"ncol": 10 if options.class_label is None else 8}
+    if trained.is_points:  # the learned field as arrows under the points, at each frame's noise level
+        sigmas = step_sigmas(trained.schedule, options.steps, SAMPLERS[options.sampler].step_schedule)
+        extra = {"field": (trained.model, trained.schedule), "sigmas": sigmas}
+    else:
+        extra = {"ncol": 10 if options.class_label is None else 8}
     animate_reverse_process(trajectory, path, frames=frames, fps=fps, show_progress=show_progress, **extra)
     return [path]

@@ -2,6 +2,7 @@
 
 ``python -m diffusion_playground train {digits,mnist,cifar10}`` runs :func:`run_images`. One registry,
 :data:`IMAGE_RECIPES`, names each dataset's loader, U-Net preset, class names and default settings.
+``--quick`` runs :func:`quick_config`'s smoke test: a small U-Net, 20 steps, a small sample grid.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from diffusion_playground.diffusion.noise_schedule import LinearNoiseSchedule
 from diffusion_playground.experiments.summary import run_summary
 from diffusion_playground.models.backbones.unet import UNetBackbone, unet_mnist, unet_small, unet_tiny
 from diffusion_playground.models.time_and_class_conditioned_model import TimeAndClassConditionedModel
+from diffusion_playground.training import distributed
 from diffusion_playground.training.denoiser_trainer import train_denoiser
 from diffusion_playground.visualization import plot_image_grid, plot_loss_curve
 
@@ -33,6 +35,7 @@ class ImageConfig:
     time_steps: int = 1000  # T of the linear schedule (Ho et al. 2020), betas scaled by 1000 / T
     time_emb_dim: int = 128
     epochs: int = 30
+    max_steps: int | None = None  # stop after this many optimizer steps (None: train every epoch)
     batch_size: int = 128
     lr: float = 2e-3
     ema_decay: float = 0.999
@@ -42,6 +45,14 @@ class ImageConfig:
     sampling_steps: int = 50
     guidance_scale: float = 1.0
     seed: int = 0
+    small_backbone: bool = False  # the recipe's U-Net shrunk by its small_overrides (smoke tests)
+
+
+def quick_config(config: ImageConfig) -> ImageConfig:
+    """``config`` as a smoke test (the CLI's ``--quick``): a small U-Net trained for at most 20 steps, then a
+    grid of 2 samples per class drawn in 8 DDIM steps. It checks the whole pipeline (data files, training,
+    checkpoint, sampling, figures) in well under a minute on a CPU; its samples are still noise."""
+    return replace(config, max_steps=20, small_backbone=True, samples_per_class=2, sampling_steps=8)
 
 
 @dataclass(frozen=True)
@@ -52,16 +63,30 @@ class ImageRecipe:
     backbone: Callable[..., UNetBackbone]
     class_names: tuple[str, ...]
     defaults: ImageConfig
+    small_overrides: dict[str, object]  # backbone arguments of the small U-Net (ImageConfig.small_backbone)
+
+
+# two levels, one residual block each, 16 base channels, attention at the second: about 210k parameters, most of
+# them in the blocks' conditioning layers (an eighth of unet_mnist, a fifteenth of unet_small)
+_SMALL_UNET = dict(
+    base_channels=16, channel_mult=(1, 2), num_res_blocks=1, head_channels=32, norm_groups=8, dropout=0.0
+)
 
 
 IMAGE_RECIPES: dict[str, ImageRecipe] = {
     # 1,438 8x8 digits: 12 steps per epoch; 50 epochs = 600 steps train in about 2.5 minutes on one CPU core
     "digits": ImageRecipe(
         lambda root, train, download: load_digits_images(train), unet_tiny, tuple(str(d) for d in range(10)),
-        ImageConfig(epochs=50),
+        ImageConfig(epochs=50), {},  # unet_tiny is small already
     ),
-    "mnist": ImageRecipe(load_mnist, unet_mnist, tuple(str(d) for d in range(10)), ImageConfig(epochs=10)),
-    "cifar10": ImageRecipe(load_cifar10, unet_small, CIFAR10_CLASSES, ImageConfig(epochs=100, lr=2e-4)),
+    "mnist": ImageRecipe(
+        load_mnist, unet_mnist, tuple(str(d) for d in range(10)), ImageConfig(epochs=10),
+        {**_SMALL_UNET, "attention_resolutions": (14,)},
+    ),
+    "cifar10": ImageRecipe(
+        load_cifar10, unet_small, CIFAR10_CLASSES, ImageConfig(epochs=100, lr=2e-4),
+        {**_SMALL_UNET, "attention_resolutions": (16,)},
+    ),
 }  # fmt: skip
 
 # the image shape (C, H, W) each recipe's backbone takes, to recognise a checkpoint's dataset
@@ -75,7 +100,8 @@ def check_dataset(name: str) -> ImageRecipe:
 
 
 def build_image_model(recipe: ImageRecipe, config: ImageConfig) -> TimeAndClassConditionedModel:
-    backbone = recipe.backbone(cond_dim=config.time_emb_dim)
+    overrides = recipe.small_overrides if config.small_backbone else {}
+    backbone = recipe.backbone(cond_dim=config.time_emb_dim, **overrides)
     return TimeAndClassConditionedModel(
         backbone, num_classes=len(recipe.class_names), time_emb_dim=config.time_emb_dim,
         num_time_steps=config.time_steps, cond_drop_prob=config.cond_drop_prob,
@@ -119,12 +145,19 @@ def run_images(
     download: bool = False,
     epochs: int | None = None,
     seed: int = 0,
+    quick: bool = False,
     device: str | torch.device = "cpu",
     show_progress: bool = True,
 ) -> dict[str, object]:
-    """Train a class-conditional U-Net on ``dataset``, then write a grid of samples (one row per class)."""
+    """Train a class-conditional U-Net on ``dataset``, then write a grid of samples (one row per class).
+
+    ``quick`` turns the run into :func:`quick_config`'s smoke test. Under torchrun every process trains
+    (data-parallel) and only rank 0 samples and writes the figures; the other ranks return after training,
+    with no paths.
+    """
     recipe = check_dataset(dataset)
     config = replace(recipe.defaults, seed=seed, **({} if epochs is None else {"epochs": epochs}))
+    config = quick_config(config) if quick else config
     out_dir = Path(out_dir)
     images, labels = recipe.load(data_root, True, download)  # DatasetNotFoundError names the files to fetch
     torch.manual_seed(config.seed)
@@ -133,10 +166,12 @@ def run_images(
     start = time.perf_counter()
     history = train_denoiser(
         model, images, schedule, labels=labels, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
-        ema_decay=config.ema_decay, checkpoint_dir=out_dir / "checkpoints", seed=config.seed, device=device,
-        show_progress=show_progress,
+        max_steps=config.max_steps, ema_decay=config.ema_decay, checkpoint_dir=out_dir / "checkpoints",
+        seed=config.seed, device=device, show_progress=show_progress,
     )  # fmt: skip
     train_seconds = time.perf_counter() - start
+    if not distributed.is_main_process():
+        return run_summary(history, {}, config, train_seconds=train_seconds, sample_seconds=0.0)
     samples, _ = sample_class_grid(
         history.ema_model, schedule, config.samples_per_class, sampler=config.sampler, steps=config.sampling_steps,
         guidance_scale=config.guidance_scale, generator=torch.Generator(device=device).manual_seed(config.seed + 1),

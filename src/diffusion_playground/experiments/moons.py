@@ -18,6 +18,7 @@ from diffusion_playground.evaluation.metrics import sample_quality
 from diffusion_playground.experiments.summary import run_summary
 from diffusion_playground.models.backbones.mlp import MLPBackbone
 from diffusion_playground.models.time_conditioned_model import TimeConditionedModel
+from diffusion_playground.training import distributed
 from diffusion_playground.training.denoiser_trainer import train_denoiser
 from diffusion_playground.visualization import plot_loss_curve, plot_samples_2d, plot_trajectory_2d
 
@@ -63,6 +64,8 @@ def run_moons(
         device=device, show_progress=show_progress,
     )  # fmt: skip
     train_seconds = time.perf_counter() - start
+    if not distributed.is_main_process():  # under torchrun only rank 0 samples, measures and plots
+        return run_summary(history, {}, config, train_seconds=train_seconds, sample_seconds=0.0)
     generator = torch.Generator(device=device).manual_seed(config.seed + 1)
     samples, trajectory = generate_samples(
         history.ema_model, schedule, (2,), config.num_eval_samples, device=device, generator=generator,

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from diffusion_playground.diffusion.categorical import CategoricalDiffusion
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, schedule_from_config
 from diffusion_playground.models.backbones.base_backbone import backbone_from_config
 from diffusion_playground.models.time_and_class_conditioned_model import TimeAndClassConditionedModel
@@ -200,7 +201,7 @@ def load_checkpoint(
     use_ema: bool = True,
     device: torch.device | str | None = None,
     with_schedule: bool = False,
-) -> nn.Module | tuple[nn.Module, NoiseSchedule]:
+) -> nn.Module | tuple[nn.Module, NoiseSchedule | CategoricalDiffusion]:
     """Load a trained model for sampling, from a checkpoint file or a folder of them (newest valid one).
 
     Args:
@@ -210,7 +211,8 @@ def load_checkpoint(
         use_ema: load the exponential moving average of the weights (what samplers should use)
             rather than the raw training weights.
         device: where to put the model (default: CUDA if available, else CPU).
-        with_schedule: also return the noise schedule the model was trained with.
+        with_schedule: also return the noise schedule the model was trained with (a :class:`CategoricalDiffusion`
+            for a model trained on categorical data), rebuilt from its stored ``config()``.
 
     Returns:
         the model in eval mode, or ``(model, noise_schedule)``.

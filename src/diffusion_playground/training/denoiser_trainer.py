@@ -25,7 +25,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +41,22 @@ from diffusion_playground.training.ema import EMA
 
 LRSchedule = Literal["constant", "cosine"]
 Augmentation = Callable[[Tensor, torch.Generator], Tensor]  # (x0 batch, generator) -> augmented batch
+
+
+class CorruptionProcess(Protocol):
+    """A corruption process other than a Gaussian NoiseSchedule that train_denoiser can train on, e.g.
+    :class:`~diffusion_playground.diffusion.categorical.CategoricalDiffusion`: it brings its own loss.
+    It may also define ``check_x0(data)``, called once on a tensor dataset before training."""
+
+    T: int
+
+    def to(self, device: torch.device) -> CorruptionProcess: ...
+
+    def config(self) -> dict[str, Any]: ...
+
+    def training_loss(
+        self, model: nn.Module, x0: Tensor, *, labels: Tensor | None, generator: torch.Generator | None
+    ) -> Tensor: ...
 
 
 @dataclass
@@ -116,7 +132,9 @@ def _split_batch(batch: Any, device: torch.device) -> tuple[Tensor, Tensor | Non
     return x.to(device, non_blocking=True), (y.to(device, non_blocking=True) if y is not None else None)
 
 
-def _check_dataset(model: nn.Module, data: Tensor | DataLoader, labels: Tensor | None) -> None:
+def _check_dataset(
+    model: nn.Module, data: Tensor | DataLoader, labels: Tensor | None, process: NoiseSchedule | CorruptionProcess
+) -> None:
     if isinstance(data, DataLoader):
         if labels is not None:
             raise ValueError("labels=... goes with a tensor dataset; a DataLoader should yield (x, y) pairs instead")
@@ -125,9 +143,15 @@ def _check_dataset(model: nn.Module, data: Tensor | DataLoader, labels: Tensor |
         raise TypeError(f"data must be a tensor (N, ...) or a torch DataLoader; got {type(data).__name__}")
     if data.ndim < 2 or data.shape[0] == 0:
         raise ValueError(f"data must have shape (N, ...) with N >= 1 samples; got {tuple(data.shape)}")
-    if not data.is_floating_point():
-        raise ValueError(f"data must be a floating-point tensor; got dtype {data.dtype}")
-    if not torch.isfinite(data).all():
+    if not isinstance(process, NoiseSchedule):
+        if hasattr(process, "check_x0"):
+            process.check_x0(data)  # e.g. integer categories in [0, K)
+    elif not data.is_floating_point():
+        raise ValueError(
+            f"data must be a floating-point tensor for a Gaussian noise schedule; got dtype {data.dtype} "
+            "(for categorical data train with CategoricalDiffusion)"
+        )
+    elif not torch.isfinite(data).all():
         raise ValueError("data contains NaN or infinite values; clean or re-normalise it before training")
     num_classes = getattr(model, "num_classes", None)
     if labels is None:
@@ -168,7 +192,7 @@ def _lr_lambda(schedule: LRSchedule, warmup_steps: int, total_steps: int):
 def train_denoiser(
     model: nn.Module,
     data: Tensor | DataLoader,
-    noise_schedule: NoiseSchedule,
+    noise_schedule: NoiseSchedule | CorruptionProcess,
     *,
     labels: Tensor | None = None,
     epochs: int,
@@ -201,6 +225,9 @@ def train_denoiser(
     Args:
         model: a TimeConditionedModel or TimeAndClassConditionedModel around any backbone.
         data: a tensor (N, ...) of training samples, or a DataLoader yielding x or (x, y) batches.
+        noise_schedule: a NoiseSchedule (trained with :func:`denoising_loss`), or a corruption process such as
+            :class:`~diffusion_playground.diffusion.categorical.CategoricalDiffusion` (integer data), trained with
+            its own ``noise_schedule.training_loss(model, x0, labels=y, generator=...)``; see :class:`CorruptionProcess`.
         labels: (N,) class labels for a tensor dataset (class-conditional training); None otherwise.
         epochs: total number of passes over the data (a resumed run continues up to this number).
         lr: peak learning rate of AdamW.
@@ -217,7 +244,8 @@ def train_denoiser(
         weight_decay: AdamW's decoupled weight decay (Loshchilov & Hutter 2019).
         lr_schedule: ``"constant"`` or ``"cosine"`` (decay to 0 at the last step), after linear warm-up.
         warmup_steps: linear LR warm-up length; None = 5% of all steps (at most 1000).
-        loss_weighting: ``"uniform"`` (L_simple) or ``"min_snr"`` (Hang et al. 2023), see :func:`loss_weights`.
+        loss_weighting: ``"uniform"`` (L_simple) or ``"min_snr"`` (Hang et al. 2023), see :func:`loss_weights`;
+            ignored by a corruption process, whose loss is its own.
         max_steps: stop after this many optimizer steps in total, with a checkpoint, even if ``epochs``
             is not reached (the LR schedule still spans all epochs); call again to continue.
         augment: applied to every batch as ``augment(x0, generator)``, e.g.
@@ -244,8 +272,13 @@ def train_denoiser(
         raise ValueError(f"epochs must be >= 1; got {epochs}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    _check_dataset(model, data, labels)
+    _check_dataset(model, data, labels, noise_schedule)
     context, device = distributed.setup(device)  # None unless started by torchrun with WORLD_SIZE > 1
+    if context is not None and not isinstance(noise_schedule, NoiseSchedule):
+        raise NotImplementedError(
+            f"data-parallel training (torchrun) supports Gaussian noise schedules only; train "
+            f"{type(noise_schedule).__name__} in a single process"
+        )
     device = device if device is not None else ckpt.default_device()
     is_main = context is None or context.is_main
     if getattr(model, "num_time_steps", noise_schedule.T) < noise_schedule.T:
@@ -286,6 +319,8 @@ def train_denoiser(
         "epochs": epochs, "lr": lr, "batch_size": batch_size, "steps_per_epoch": steps_per_epoch,
         "seed": seed, "lr_schedule": lr_schedule, "warmup_steps": warmup_steps, "ema_decay": ema_decay,
         "loss_weighting": loss_weighting, "grad_clip_norm": grad_clip_norm, "weight_decay": weight_decay,
+        "world_size": 1 if context is None else context.world_size,
+        "data": "tensor" if isinstance(data, Tensor) else "dataloader",
     }  # fmt: skip
 
     if checkpoint_dir is not None:
@@ -370,7 +405,9 @@ def train_denoiser(
                 if nhwc:
                     x0 = x0.contiguous(memory_format=torch.channels_last)
                 with autocast:
-                    if context is None:
+                    if not isinstance(noise_schedule, NoiseSchedule):  # a corruption process with its own loss
+                        loss = noise_schedule.training_loss(forward_model, x0, labels=y, generator=noise_generator)
+                    elif context is None:
                         loss = denoising_loss(
                             forward_model, x0, noise_schedule, labels=y, weighting=loss_weighting,
                             min_snr_gamma=min_snr_gamma, generator=noise_generator,
@@ -480,6 +517,13 @@ def _restore(
 ) -> int:
     """Fill everything from a checkpoint; return the position within the current epoch."""
     saved = state["train_config"]
+    saved_world_size = saved.get("world_size", 1)
+    if saved.get("data") == "dataloader" and saved_world_size != train_config["world_size"]:
+        raise ValueError(
+            f"the checkpoint {history.checkpoint_path} was written by a DataLoader run on {saved_world_size} process(es) "
+            f"and this run has {train_config['world_size']}: a DistributedSampler's batches depend on the process count. "
+            f"Resume on {saved_world_size} process(es), or train from a tensor dataset, which resumes on any count"
+        )
     for key in ("batch_size", "steps_per_epoch", "seed"):
         if saved[key] != train_config[key]:
             raise ValueError(

@@ -49,8 +49,12 @@ class DistributedContext:
         return self.rank == 0
 
 
-def context_from_environment() -> tuple[int, int, int] | None:
-    """``(rank, local_rank, world_size)`` from the variables torchrun sets, or None for a single process."""
+def context_from_environment() -> DistributedContext | None:
+    """This process's place in a torchrun launch, from the variables torchrun sets; None for a single process.
+
+    It only reads the environment, so it also answers before the process group exists (the CLI asks it
+    to decide which rank prints and writes figures).
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return None
@@ -60,7 +64,13 @@ def context_from_environment() -> tuple[int, int, int] | None:
             f"WORLD_SIZE={world_size} is set but {', '.join(missing)} are not; start the script with "
             "torchrun (e.g. `torchrun --nproc_per_node=2 script.py`), which sets them all, or unset WORLD_SIZE"
         )
-    return int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), world_size
+    return DistributedContext(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), world_size)
+
+
+def is_main_process() -> bool:
+    """True for a single process and for rank 0 of a torchrun launch: the process that samples and writes files."""
+    context = context_from_environment()
+    return context is None or context.is_main
 
 
 def device_for(local_rank: int, device: torch.device | str | None) -> torch.device:
@@ -75,22 +85,22 @@ def device_for(local_rank: int, device: torch.device | str | None) -> torch.devi
 
 def setup(device: torch.device | str | None) -> tuple[DistributedContext | None, torch.device | None]:
     """Detect a torchrun launch, join (or create) the process group; returns (context, device) or (None, device)."""
-    found = context_from_environment()
-    if found is None:
+    context = context_from_environment()
+    if context is None:
         return None, (torch.device(device) if device is not None else None)
-    rank, local_rank, world_size = found
-    device = device_for(local_rank, device)
+    device = device_for(context.local_rank, device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():  # kept for the process's lifetime: later train_denoiser calls reuse it
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", init_method="env://")
-        atexit.register(_destroy_process_group)
-    if dist.get_world_size() != world_size:
-        raise ValueError(f"the process group has {dist.get_world_size()} processes but WORLD_SIZE={world_size}")
-    return DistributedContext(rank, local_rank, world_size), device
+        atexit.register(shutdown)
+    if dist.get_world_size() != context.world_size:
+        raise ValueError(f"the process group has {dist.get_world_size()} processes but WORLD_SIZE={context.world_size}")
+    return context, device
 
 
-def _destroy_process_group() -> None:
+def shutdown() -> None:
+    """Destroy the process group :func:`setup` created, if any (also run at exit); a no-op for one process."""
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -107,6 +117,12 @@ class DataParallelModel(nn.parallel.DistributedDataParallel):
 
 def wrap(model: nn.Module, device: torch.device) -> DataParallelModel:
     """DDP around ``model``: rank 0's weights are broadcast now, gradients are averaged in every backward pass."""
+    # The weight (O, I, 1, 1) of a 1x1 convolution gets gradients whose strides differ from the weight's only along
+    # its size-1 dimensions, the same memory layout, yet DDP warns once per run (pytorch/pytorch#157862): silence
+    # that case only.
+    warnings.filterwarnings(
+        "ignore", message=r"Grad strides do not match bucket view strides[\s\S]*grad\.sizes\(\) = \[\d+, \d+, 1, 1\]"
+    )
     return DataParallelModel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
@@ -194,10 +210,15 @@ def sharded_denoising_loss(
 
 @contextlib.contextmanager
 def main_rank_output(context: DistributedContext | None) -> Iterator[None]:
-    """Let only rank 0 print and warn inside the block (the other ranks would repeat the same lines)."""
+    """Let only rank 0 print, warn and draw progress bars inside the block (the other ranks would repeat them).
+
+    An exception leaving the block is still reported on every rank: the interpreter prints it after the
+    block has given back the real stdout and stderr.
+    """
     if context is None or context.is_main:
         yield
         return
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield

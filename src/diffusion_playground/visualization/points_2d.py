@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
-from torch import Tensor
+from torch import Tensor, nn
 
-from diffusion_playground.diffusion.noise_schedule import NoiseSchedule
+from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, vp_scale
 from diffusion_playground.diffusion.training_utils import sample_xt
 from diffusion_playground.visualization.loss_curve import save_figure
 
@@ -25,6 +27,47 @@ def _scatter(ax, points: Tensor, title: str, color: str = "tab:blue") -> None:
     ax.set_aspect("equal")
     ax.set_xticks([])
     ax.set_yticks([])
+
+
+def _field_grid(grid_size: int) -> Tensor:
+    """The tails of a field's arrows: a grid_size x grid_size grid over the plotted square, (G*G, 2) on the CPU."""
+    if grid_size < 2:
+        raise ValueError(f"grid_size must be >= 2; got {grid_size}")
+    axis = torch.linspace(*_LIMITS, grid_size)
+    return torch.stack(torch.meshgrid(axis, axis, indexing="xy"), dim=-1).reshape(-1, 2)
+
+
+def _denoiser_field(model: nn.Module, noise_schedule: NoiseSchedule) -> Callable[[Tensor, float], Tensor]:
+    """``x0_hat(x_t, sigma)``: the model's clean-point prediction at VP points x_t (CPU, (N, 2)) of noise level sigma.
+
+    The VP state is the sigma-view state scaled by a = sqrt(alpha_bar) = 1 / sqrt(1 + sigma^2) (Karras et al.
+    2022, eq. 4), so x0_hat = D(x_t / a, sigma) with the model seen as a denoiser D (``as_denoiser``: a trained
+    wrapper or e.g. an :class:`OptimalDenoiser`). Runs without gradients on the model's device; returns CPU
+    tensors. Call it inside :func:`_eval_mode`.
+    """
+    from diffusion_playground.diffusion.denoiser import as_denoiser  # the sampling side, imported where it is used
+
+    denoiser = as_denoiser(model, noise_schedule)
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)  # e.g. the OptimalDenoiser's data
+    device = tensor.device if tensor is not None else torch.device("cpu")
+
+    @torch.no_grad()
+    def x0_hat(x_t: Tensor, sigma: float) -> Tensor:
+        sigma_tensor = torch.tensor(float(sigma), device=device)
+        return denoiser(x_t.to(device) / vp_scale(sigma_tensor), sigma_tensor).cpu()
+
+    return x0_hat
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode inside the block, back to its training flag after it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def plot_samples_2d(
@@ -123,29 +166,20 @@ def plot_denoiser_field_2d(
     schedule: the default steps stop at T/2.) ``samples`` (optional,
     (steps, B, 2) from ``generate_samples(..., return_trajectory=True)`` on the same schedule) overlays x_t.
     """
-    from diffusion_playground.diffusion.denoiser import as_denoiser  # the sampling side, imported where it is used
-
     T = noise_schedule.T
     time_steps = sorted({T // 2, T // 5, T // 20, T // 100}, reverse=True) if time_steps is None else list(time_steps)
     if not time_steps or min(time_steps) < 0 or max(time_steps) >= T:
         raise ValueError(f"time_steps must be a non-empty list of steps in [0, {T}); got {time_steps}")
-    device = next(model.parameters(), torch.empty(0)).device
-    denoiser = as_denoiser(model, noise_schedule)
-    axis = torch.linspace(*_LIMITS, grid_size)
-    grid = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), dim=-1).reshape(-1, 2).to(device)  # (G*G, 2)
+    x0_hat = _denoiser_field(model, noise_schedule)
+    grid = _field_grid(grid_size)  # (G*G, 2)
     fig = Figure(figsize=(2.6 * len(time_steps), 2.8), layout="constrained")
     axes = fig.subplots(1, len(time_steps), squeeze=False)[0]
-    was_training = model.training
-    model.eval()
-    try:
+    with _eval_mode(model):
         for ax, t in zip(axes, time_steps):
-            sqrt_alpha_bar = noise_schedule.sqrt_alpha_bars[t].item()
-            sigma = torch.tensor(noise_schedule.sigmas[t].item(), device=device)
-            x0_hat = denoiser(grid / sqrt_alpha_bar, sigma).cpu()  # the VP point x_t is x_sigma * sqrt(alpha_bar_t)
             if samples is not None:
                 _scatter(ax, samples[samples.shape[0] - 2 - t], "", "tab:gray")
-            arrows = x0_hat - grid.cpu()
-            ax.quiver(grid[:, 0].cpu(), grid[:, 1].cpu(), arrows[:, 0], arrows[:, 1], color="tab:red", alpha=0.7,
+            arrows = x0_hat(grid, noise_schedule.sigmas[t].item()) - grid
+            ax.quiver(grid[:, 0], grid[:, 1], arrows[:, 0], arrows[:, 1], color="tab:red", alpha=0.7,
                       angles="xy", scale_units="xy", scale=1.0, width=0.004)  # fmt: skip
             ax.set_title(f"t = {t}: x_t -> x0_hat", fontsize=9)
             ax.set_xlim(*_LIMITS)
@@ -153,8 +187,6 @@ def plot_denoiser_field_2d(
             ax.set_aspect("equal")
             ax.set_xticks([])
             ax.set_yticks([])
-    finally:
-        model.train(was_training)
     if path is not None:
         save_figure(fig, path)
     return fig
