@@ -4,7 +4,8 @@ The public API (names and call shapes kept stable across versions)::
 
     from diffusion_playground import (
         BaseBackbone, MLPBackbone, TimeConditionedModel, TimeAndClassConditionedModel,
-        NoiseSchedule, LinearNoiseSchedule, CosineNoiseSchedule, CategoricalDiffusion,
+        MultimodalModel, NoiseSchedule, LinearNoiseSchedule, CosineNoiseSchedule, CategoricalDiffusion,
+        MultimodalDiffusion,
         sample_xt, generate_samples, train_denoiser, load_checkpoint,
         OptimalDenoiser, ClassifierFreeGuidance, as_denoiser,
     )
@@ -17,6 +18,7 @@ from diffusion_playground.diffusion import (  # noqa: E402
     ClassifierFreeGuidance,
     CosineNoiseSchedule,
     LinearNoiseSchedule,
+    MultimodalDiffusion,
     NoiseSchedule,
     OptimalDenoiser,
     as_denoiser,
@@ -26,6 +28,7 @@ from diffusion_playground.diffusion import (  # noqa: E402
 from diffusion_playground.models import (  # noqa: E402
     BaseBackbone,
     MLPBackbone,
+    MultimodalModel,
     TimeAndClassConditionedModel,
     TimeConditionedModel,
 )
@@ -38,6 +41,8 @@ __all__ = [
     "CosineNoiseSchedule",
     "LinearNoiseSchedule",
     "MLPBackbone",
+    "MultimodalDiffusion",
+    "MultimodalModel",
     "NoiseSchedule",
     "OptimalDenoiser",
     "TimeAndClassConditionedModel",

@@ -3,6 +3,7 @@
 
 from diffusion_playground.diffusion.backward import SAMPLERS, generate_samples, sample_ddpm
 from diffusion_playground.diffusion.categorical import CategoricalDiffusion
+from diffusion_playground.diffusion.multimodal import MultimodalDiffusion
 from diffusion_playground.diffusion.denoiser import NULL_LABEL, Denoiser, ModelDenoiser, TimeViewModel, as_denoiser
 from diffusion_playground.diffusion.guidance import ClassifierFreeGuidance
 from diffusion_playground.diffusion.noise_schedule import (
@@ -37,6 +38,7 @@ __all__ = [
     "Denoiser",
     "LinearNoiseSchedule",
     "ModelDenoiser",
+    "MultimodalDiffusion",
     "NoiseSchedule",
     "OptimalDenoiser",
     "TimeViewModel",

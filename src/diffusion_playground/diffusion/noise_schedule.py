@@ -25,6 +25,7 @@ from torch import Tensor
 
 if TYPE_CHECKING:
     from diffusion_playground.diffusion.categorical import CategoricalDiffusion
+    from diffusion_playground.diffusion.multimodal import MultimodalDiffusion
 
 
 class NoiseSchedule:
@@ -232,17 +233,23 @@ def nearest_time_step(noise_schedule: NoiseSchedule, sigma: Tensor | float) -> T
     return sigma_to_t(noise_schedule, sigma).round().long()
 
 
-def schedule_from_config(config: dict[str, Any]) -> NoiseSchedule | CategoricalDiffusion:
-    """Rebuild a schedule from its :meth:`NoiseSchedule.config`, or a :class:`CategoricalDiffusion` from its
-    ``config()`` (name "categorical"); used by checkpoints."""
-    from diffusion_playground.diffusion.categorical import CategoricalDiffusion  # here: categorical imports this module
+def schedule_from_config(config: dict[str, Any]) -> NoiseSchedule | CategoricalDiffusion | MultimodalDiffusion:
+    """Rebuild a schedule from its :meth:`NoiseSchedule.config`, a :class:`CategoricalDiffusion` (name
+    "categorical") or a :class:`MultimodalDiffusion` (name "multimodal", its parts rebuilt in turn) from its
+    ``config()``; used by checkpoints."""
+    # imported here: both modules import this one
+    from diffusion_playground.diffusion.categorical import CategoricalDiffusion
+    from diffusion_playground.diffusion.multimodal import MultimodalDiffusion
 
     kwargs = dict(config)
     name = kwargs.pop("name", None)
+    if name == "multimodal":
+        processes = {part: schedule_from_config(part_config) for part, part_config in kwargs["processes"].items()}
+        return MultimodalDiffusion(processes, kwargs["weights"])
     builders = {
         "linear": LinearNoiseSchedule, "cosine": CosineNoiseSchedule, "custom": NoiseSchedule,
         "categorical": CategoricalDiffusion,
     }  # fmt: skip
     if name not in builders:
-        raise ValueError(f"unknown noise schedule {name!r}; expected one of {sorted(builders)}")
+        raise ValueError(f"unknown noise schedule {name!r}; expected one of {sorted([*builders, 'multimodal'])}")
     return builders[name](**kwargs)

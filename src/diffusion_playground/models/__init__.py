@@ -10,6 +10,7 @@ from diffusion_playground.models.backbones import (
     unet_tiny,
 )
 from diffusion_playground.models.cond_embedding import ClassEmbedding, TimeEmbedding, sinusoidal_embedding
+from diffusion_playground.models.multimodal_model import MultimodalModel
 from diffusion_playground.models.time_and_class_conditioned_model import TimeAndClassConditionedModel
 from diffusion_playground.models.time_conditioned_model import TimeConditionedModel
 
@@ -17,6 +18,7 @@ __all__ = [
     "BaseBackbone",
     "ClassEmbedding",
     "MLPBackbone",
+    "MultimodalModel",
     "TimeAndClassConditionedModel",
     "TimeConditionedModel",
     "TimeEmbedding",

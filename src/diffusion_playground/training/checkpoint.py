@@ -22,16 +22,19 @@ import torch
 from torch import nn
 
 from diffusion_playground.diffusion.categorical import CategoricalDiffusion
+from diffusion_playground.diffusion.multimodal import MultimodalDiffusion
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, schedule_from_config
 from diffusion_playground.models.backbones.base_backbone import backbone_from_config
+from diffusion_playground.models.multimodal_model import MultimodalModel
 from diffusion_playground.models.time_and_class_conditioned_model import TimeAndClassConditionedModel
 from diffusion_playground.models.time_conditioned_model import TimeConditionedModel
 
 CHECKPOINT_FORMAT_VERSION = 1
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-step(\d+)\.pt$")
-_WRAPPERS: dict[str, type[TimeConditionedModel]] = {
+_WRAPPERS: dict[str, type[nn.Module]] = {
     "TimeConditionedModel": TimeConditionedModel,
     "TimeAndClassConditionedModel": TimeAndClassConditionedModel,
+    "MultimodalModel": MultimodalModel,
 }
 
 
@@ -201,7 +204,7 @@ def load_checkpoint(
     use_ema: bool = True,
     device: torch.device | str | None = None,
     with_schedule: bool = False,
-) -> nn.Module | tuple[nn.Module, NoiseSchedule | CategoricalDiffusion]:
+) -> nn.Module | tuple[nn.Module, NoiseSchedule | CategoricalDiffusion | MultimodalDiffusion]:
     """Load a trained model for sampling, from a checkpoint file or a folder of them (newest valid one).
 
     Args:
@@ -211,7 +214,8 @@ def load_checkpoint(
         use_ema: load the exponential moving average of the weights (what samplers should use)
             rather than the raw training weights.
         device: where to put the model (default: CUDA if available, else CPU).
-        with_schedule: also return the noise schedule the model was trained with (a :class:`CategoricalDiffusion`
+        with_schedule: also return the noise schedule the model was trained with (a :class:`MultimodalDiffusion`
+            for a multimodal model, a :class:`CategoricalDiffusion`
             for a model trained on categorical data), rebuilt from its stored ``config()``.
 
     Returns:

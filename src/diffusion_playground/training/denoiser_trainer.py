@@ -22,7 +22,7 @@ import contextlib
 import copy
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -40,13 +40,16 @@ from diffusion_playground.training.acceleration import Precision
 from diffusion_playground.training.ema import EMA
 
 LRSchedule = Literal["constant", "cosine"]
+TensorData = Tensor | Mapping[str, Tensor]  # a tensor (N, ...) or, for a multimodal process, a dict of them
 Augmentation = Callable[[Tensor, torch.Generator], Tensor]  # (x0 batch, generator) -> augmented batch
 
 
 class CorruptionProcess(Protocol):
     """A corruption process other than a Gaussian NoiseSchedule that train_denoiser can train on, e.g.
     :class:`~diffusion_playground.diffusion.categorical.CategoricalDiffusion`: it brings its own loss.
-    It may also define ``check_x0(data)``, called once on a tensor dataset before training."""
+    It may also define ``check_x0(data)``, called once on a tensor dataset before training. A process of
+    structured samples (:class:`~diffusion_playground.diffusion.multimodal.MultimodalDiffusion`) trains on a dict
+    of tensors with one row per sample in each."""
 
     T: int
 
@@ -84,30 +87,38 @@ class TrainingHistory:
 class _Batches:
     """Uniform access to a tensor dataset or a DataLoader, with a deterministic order per epoch."""
 
-    data: Tensor | DataLoader
+    data: TensorData | DataLoader
     labels: Tensor | None
     batch_size: int
     seed: int
     device: torch.device
 
     def __len__(self) -> int:
-        if isinstance(self.data, Tensor):
-            return math.ceil(self.data.shape[0] / self.batch_size)
+        if not isinstance(self.data, DataLoader):
+            return math.ceil(_num_rows(self.data) / self.batch_size)
         return len(self.data)
 
     def epoch(self, epoch: int, skip: int) -> Iterator[tuple[Tensor, Tensor | None]]:
         """The batches of ``epoch``, starting after the first ``skip`` (when resuming mid-epoch)."""
-        if isinstance(self.data, Tensor):
+        if not isinstance(self.data, DataLoader):
             order_generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            order = torch.randperm(self.data.shape[0], generator=order_generator).to(self.device)
-            for start in range(skip * self.batch_size, self.data.shape[0], self.batch_size):
+            order = torch.randperm(_num_rows(self.data), generator=order_generator).to(self.device)
+            for start in range(skip * self.batch_size, _num_rows(self.data), self.batch_size):
                 index = order[start : start + self.batch_size]
-                yield self.data[index], (self.labels[index] if self.labels is not None else None)
+                yield _rows(self.data, index), (self.labels[index] if self.labels is not None else None)
             return
         _seed_loader_for_epoch(self.data, self.seed, epoch)
         for i, batch in enumerate(self.data):
             if i >= skip:
                 yield _split_batch(batch, self.device)
+
+
+def _num_rows(data: TensorData) -> int:
+    return data.shape[0] if isinstance(data, Tensor) else next(iter(data.values())).shape[0]
+
+
+def _rows(data: TensorData, index: Tensor) -> TensorData:
+    return data[index] if isinstance(data, Tensor) else {name: part[index] for name, part in data.items()}
 
 
 def _seed_loader_for_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
@@ -133,11 +144,21 @@ def _split_batch(batch: Any, device: torch.device) -> tuple[Tensor, Tensor | Non
 
 
 def _check_dataset(
-    model: nn.Module, data: Tensor | DataLoader, labels: Tensor | None, process: NoiseSchedule | CorruptionProcess
+    model: nn.Module, data: TensorData | DataLoader, labels: Tensor | None, process: NoiseSchedule | CorruptionProcess
 ) -> None:
     if isinstance(data, DataLoader):
         if labels is not None:
             raise ValueError("labels=... goes with a tensor dataset; a DataLoader should yield (x, y) pairs instead")
+        return
+    if isinstance(data, Mapping):
+        if not hasattr(process, "check_x0") or isinstance(process, NoiseSchedule):
+            raise TypeError(
+                "a dict of tensors is the data of a multimodal process; pass MultimodalDiffusion({...}) as the noise "
+                f"schedule (got {type(process).__name__})"
+            )
+        process.check_x0(data)
+        if labels is not None:
+            raise ValueError("with a dict dataset the labels are one of its parts; do not pass labels=...")
         return
     if not isinstance(data, Tensor):
         raise TypeError(f"data must be a tensor (N, ...) or a torch DataLoader; got {type(data).__name__}")
@@ -191,7 +212,7 @@ def _lr_lambda(schedule: LRSchedule, warmup_steps: int, total_steps: int):
 
 def train_denoiser(
     model: nn.Module,
-    data: Tensor | DataLoader,
+    data: TensorData | DataLoader,
     noise_schedule: NoiseSchedule | CorruptionProcess,
     *,
     labels: Tensor | None = None,
@@ -224,7 +245,8 @@ def train_denoiser(
 
     Args:
         model: a TimeConditionedModel or TimeAndClassConditionedModel around any backbone.
-        data: a tensor (N, ...) of training samples, or a DataLoader yielding x or (x, y) batches.
+        data: a tensor (N, ...) of training samples, or a DataLoader yielding x or (x, y) batches; for a
+            MultimodalDiffusion a dict ``{part: (N, ...) tensor}``.
         noise_schedule: a NoiseSchedule (trained with :func:`denoising_loss`), or a corruption process such as
             :class:`~diffusion_playground.diffusion.categorical.CategoricalDiffusion` (integer data), trained with
             its own ``noise_schedule.training_loss(model, x0, labels=y, generator=...)``; see :class:`CorruptionProcess`.
@@ -299,6 +321,8 @@ def train_denoiser(
     if isinstance(data, Tensor):
         data = data.to(device)
         labels = labels.to(device) if labels is not None else None
+    elif isinstance(data, Mapping):
+        data = {name: part.to(device) for name, part in data.items()}
     batches = _Batches(data, labels, batch_size, seed, device)
     steps_per_epoch = len(batches)
     total_steps = epochs * steps_per_epoch
@@ -320,7 +344,7 @@ def train_denoiser(
         "seed": seed, "lr_schedule": lr_schedule, "warmup_steps": warmup_steps, "ema_decay": ema_decay,
         "loss_weighting": loss_weighting, "grad_clip_norm": grad_clip_norm, "weight_decay": weight_decay,
         "world_size": 1 if context is None else context.world_size,
-        "data": "tensor" if isinstance(data, Tensor) else "dataloader",
+        "data": "dataloader" if isinstance(data, DataLoader) else "tensor",
     }  # fmt: skip
 
     if checkpoint_dir is not None:
@@ -492,8 +516,11 @@ def _read_newest_checkpoint(
     return path, ckpt.read_checkpoint(path, map_location=device)
 
 
-def _batch_ndim(data: Tensor | DataLoader, model: nn.Module) -> int | None:
-    """Dimensions of a training batch: from the tensor, else from the backbone's input_shape, else unknown."""
+def _batch_ndim(data: TensorData | DataLoader, model: nn.Module) -> int | None:
+    """Dimensions of a training batch: from the tensor, else from the backbone's input_shape, else unknown
+    (a dict of parts: unknown, so no channels_last)."""
+    if isinstance(data, Mapping):
+        return None
     if isinstance(data, Tensor):
         return data.ndim
     input_shape = getattr(getattr(model, "backbone", None), "input_shape", None)
