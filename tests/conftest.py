@@ -26,3 +26,9 @@ def schedule() -> LinearNoiseSchedule:
 @pytest.fixture
 def points() -> torch.Tensor:
     return torch.randn(256, 2, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module")
+def gaussian_schedule() -> LinearNoiseSchedule:
+    """The schedule of the Gaussian-data sampler tests (test_sampling.py, test_samplers.py)."""
+    return LinearNoiseSchedule(200, beta_start=1e-3, beta_end=0.05)

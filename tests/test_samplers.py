@@ -23,7 +23,7 @@ from diffusion_playground.diffusion import (
     strided_time_steps,
     uniform_time_steps,
 )
-from diffusion_playground.diffusion.backward import _strided_posterior
+from diffusion_playground.diffusion.backward import strided_posterior
 from diffusion_playground.diffusion.noise_schedule import (
     alpha_bar_from_sigma,
     nearest_time_step,
@@ -117,10 +117,6 @@ def assert_data_statistics(samples: torch.Tensor) -> None:
     assert samples.std(0) == pytest.approx(torch.full((2,), STD), rel=0.05)
 
 
-@pytest.fixture(scope="module")
-def gaussian_schedule():
-    return LinearNoiseSchedule(200, beta_start=1e-3, beta_end=0.05)
-
 
 def test_ddim_with_eta_one_matches_ddpm_marginals(gaussian_schedule):
     model = ExactGaussianDenoiser(gaussian_schedule, "eps")
@@ -177,7 +173,7 @@ def test_sigma_view_trajectory_starts_at_the_noise_and_ends_at_the_samples(sched
 
 def test_strided_ddpm_posterior_on_all_steps_is_the_schedules():
     schedule = LinearNoiseSchedule(50, beta_start=1e-3, beta_end=0.2)
-    coef_x0, coef_xt, variance = _strided_posterior(schedule, list(range(49, -1, -1))).flip(1)
+    coef_x0, coef_xt, variance = strided_posterior(schedule, list(range(49, -1, -1))).flip(1)
     assert torch.allclose(coef_x0, schedule.posterior_mean_coef_x0, rtol=1e-5)
     assert torch.allclose(coef_xt, schedule.posterior_mean_coef_xt, rtol=1e-5)
     assert torch.allclose(variance, schedule.posterior_variance, rtol=1e-5, atol=1e-12)

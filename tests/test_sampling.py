@@ -27,10 +27,6 @@ class ExactGaussianDenoiser(nn.Module):
         return p.target_from_x0_eps(x0, p.eps_from_x0(x_t, x0, a, s), a, s, self.prediction_type)
 
 
-@pytest.fixture(scope="module")
-def gaussian_schedule():
-    return LinearNoiseSchedule(200, beta_start=1e-3, beta_end=0.05)
-
 
 def test_ddpm_with_the_exact_denoiser_recovers_the_data_distribution(gaussian_schedule):
     model = ExactGaussianDenoiser(gaussian_schedule, "eps")

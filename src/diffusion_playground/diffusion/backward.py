@@ -70,7 +70,7 @@ def sample_ddpm(
     _check_schedule_fits_model(model, noise_schedule)
     schedule = noise_schedule
     steps = _check_ddpm_time_steps(time_steps, schedule.T)
-    posterior = _strided_posterior(schedule, steps)  # (3, N) float32: coef_x0, coef_xt, variance
+    posterior = strided_posterior(schedule, steps)  # (3, N) float32: coef_x0, coef_xt, variance
     trajectory = [x] if return_trajectory else None
     for i, t_int in enumerate(tqdm(steps, desc="DDPM sampling", disable=not show_progress, leave=False)):
         t = torch.tensor(t_int, device=x.device)  # one step for the whole batch: 0-dim, embedded once
@@ -79,9 +79,7 @@ def sample_ddpm(
         x0_hat, _ = x0_eps_from_prediction(prediction, x, a_t, s_t, model.prediction_type)
         if clip_denoised:
             x0_hat = x0_hat.clamp(-1.0, 1.0)
-        coef_x0, coef_xt, variance = (float(c) for c in posterior[:, i])
-        mean = coef_x0 * x0_hat + coef_xt * x
-        x = mean + math.sqrt(variance) * randn_like(x, generator) if variance > 0 else mean
+        x = posterior_step(x, x0_hat, posterior[:, i], generator)
         if callback is not None:
             callback(t_int, x, x0_hat)
         if trajectory is not None:
@@ -100,7 +98,15 @@ def _check_ddpm_time_steps(time_steps: Sequence[int] | Tensor | None, num_time_s
     return steps
 
 
-def _strided_posterior(schedule: NoiseSchedule, steps: list[int]) -> Tensor:
+def posterior_step(x_t: Tensor, x0_hat: Tensor, coefficients: Tensor, generator: torch.Generator | None) -> Tensor:
+    """x_s ~ q(x_s | x_t, x0_hat) = N(coef_x0 x0_hat + coef_xt x_t, variance I) (Ho et al. 2020, eq. 6-7), given one
+    column (coef_x0, coef_xt, variance) of :func:`strided_posterior`; no noise when the variance is 0 (the last step)."""
+    coef_x0, coef_xt, variance = (float(c) for c in coefficients)
+    mean = coef_x0 * x0_hat + coef_xt * x_t
+    return mean + math.sqrt(variance) * randn_like(mean, generator) if variance > 0 else mean
+
+
+def strided_posterior(schedule: NoiseSchedule, steps: list[int]) -> Tensor:
     """Coefficients of q(x_s | x_t, x0) for consecutive visited steps t -> s (s = next visited step, or "before 0").
 
     With alpha_bar_s for s < 0 equal to 1 and beta = 1 - alpha_bar_t / alpha_bar_s (Ho et al. 2020, eq. 7):
@@ -126,15 +132,17 @@ def _check_schedule_fits_model(model: nn.Module, noise_schedule: NoiseSchedule) 
         )
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model`` lives: its first parameter's device, else its first buffer's, else the CPU."""
     tensor = next(model.parameters(), None)
     tensor = tensor if tensor is not None else next(model.buffers(), None)  # e.g. the OptimalDenoiser's data
     return tensor.device if tensor is not None else torch.device("cpu")
 
 
-def _class_labels_tensor(
+def class_labels_tensor(
     model: nn.Module, class_labels: Tensor | Sequence[int] | int | None, batch: int, device: torch.device
 ) -> Tensor | None:
+    """``class_labels`` (an int for all, or one per sample) as a (batch,) long tensor, checked against the model."""
     if class_labels is None:
         return None
     num_classes = getattr(model, "num_classes", None)
@@ -259,8 +267,8 @@ def generate_samples(
             f"need a batch of samples of positive size; got shape={tuple(shape)}, num_samples={num_samples} "
             "(pass the shape of one sample and num_samples, e.g. shape=(2,), num_samples=1000)"
         )
-    device = torch.device(device) if device is not None else _model_device(model)
-    labels = _class_labels_tensor(model, class_labels, full_shape[0], device)
+    device = torch.device(device) if device is not None else model_device(model)
+    labels = class_labels_tensor(model, class_labels, full_shape[0], device)
     if guidance_scale != 0.0 and labels is None:
         raise ValueError(f"guidance_scale={guidance_scale} needs class_labels to guide towards (and a class-conditional model)")
     schedule = copy.copy(noise_schedule).to(device)  # a device copy: the caller's schedule stays where it is

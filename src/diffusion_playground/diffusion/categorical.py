@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from diffusion_playground.diffusion.backward import _class_labels_tensor, _model_device
+from diffusion_playground.diffusion.backward import class_labels_tensor, model_device
 from diffusion_playground.diffusion.training_utils import call_model, check_time_steps
 
 Transition = Literal["uniform", "absorbing"]
@@ -380,10 +380,10 @@ class CategoricalDiffusion:
         shape = tuple(int(d) for d in shape)
         if len(shape) < 2 or any(d < 1 for d in shape):
             raise ValueError(f"shape must be a batch shape (B, ...) of positive sizes, e.g. (64, 4); got {shape}")
-        device = torch.device(device) if device is not None else _model_device(model)
+        device = torch.device(device) if device is not None else model_device(model)
         process = copy.copy(self).to(device)  # a device copy: this process stays where it is
-        labels = _class_labels_tensor(model, class_labels, shape[0], device)
-        x = sample_categorical(process._log_stationary_probs.expand(*shape, -1), generator)  # x_{T-1}
+        labels = class_labels_tensor(model, class_labels, shape[0], device)
+        x = process.sample_stationary(shape, generator)  # x_{T-1}
         trajectory = [x.cpu()] if return_trajectory else None
         was_training = model.training
         model.eval()
@@ -396,6 +396,10 @@ class CategoricalDiffusion:
         finally:
             model.train(was_training)
         return (x, torch.stack(trajectory)) if trajectory is not None else x
+
+    def sample_stationary(self, shape: Sequence[int], generator: torch.Generator | None = None) -> Tensor:
+        """x_{T-1} ~ pi, the stationary distribution: uniform categories, or all [MASK] (Austin et al. 2021, section 3.1)."""
+        return sample_categorical(self._log_stationary_probs.expand(*shape, -1), generator)
 
     def reverse_step(self, x_t: Tensor, logits: Tensor, t: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """One ancestral step: x_{t-1} ~ p_theta(x_{t-1} | x_t) (eq. 4) from the logits of p~_theta(x_0 | x_t); at

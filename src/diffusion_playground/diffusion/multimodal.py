@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from diffusion_playground.diffusion.backward import _model_device, _strided_posterior
-from diffusion_playground.diffusion.categorical import CategoricalDiffusion, sample_categorical
+from diffusion_playground.diffusion.backward import model_device, posterior_step, strided_posterior
+from diffusion_playground.diffusion.categorical import CategoricalDiffusion
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule
 from diffusion_playground.diffusion.parameterization import coefficients, target_from_x0_eps, x0_eps_from_prediction
 from diffusion_playground.diffusion.training_utils import q_sample, randn_like
@@ -197,7 +197,7 @@ class MultimodalDiffusion:
             raise ValueError(f"shapes must name the parts {list(self.processes)} and given a subset of them; got {sorted(shapes)}, {sorted(given)}")
         if len(given) == len(self.processes):
             raise ValueError("every part is given: there is nothing to sample")
-        device = torch.device(device) if device is not None else _model_device(model)
+        device = torch.device(device) if device is not None else model_device(model)
         processes = {name: copy.copy(process).to(device) for name, process in self.processes.items()}
         steps = list(range(self.T - 1, -1, -1))
         x = {}
@@ -210,8 +210,8 @@ class MultimodalDiffusion:
             elif isinstance(process, NoiseSchedule):
                 x[name] = randn_like(torch.empty(shape, device=device), generator)  # x_{T-1} ~ N(0, I)
             else:
-                x[name] = sample_categorical(process._log_stationary_probs.expand(*shape, -1), generator)  # x_{T-1} ~ pi
-        posteriors = {name: _strided_posterior(p, steps) for name, p in processes.items() if isinstance(p, NoiseSchedule)}
+                x[name] = process.sample_stationary(shape, generator)  # x_{T-1} ~ pi
+        posteriors = {name: strided_posterior(p, steps) for name, p in processes.items() if isinstance(p, NoiseSchedule)}
         was_training = model.training
         model.eval()
         try:
@@ -224,9 +224,7 @@ class MultimodalDiffusion:
                     if isinstance(process, NoiseSchedule):  # DDPM step (Ho et al. 2020, Alg. 2)
                         a_t, s_t = coefficients(process, t[name], x[name])
                         x0_hat, _ = x0_eps_from_prediction(out[name].float(), x[name], a_t, s_t, model.prediction_type)
-                        coef_x0, coef_xt, variance = (float(c) for c in posteriors[name][:, i])
-                        mean = coef_x0 * x0_hat + coef_xt * x[name]
-                        x[name] = mean + math.sqrt(variance) * randn_like(mean, generator) if variance > 0 else mean
+                        x[name] = posterior_step(x[name], x0_hat, posteriors[name][:, i], generator)
                     else:  # D3PM step (Austin et al. 2021, eq. 4)
                         x[name] = process.reverse_step(x[name], process.logits_from_output(out[name], x[name]), t[name], generator)
         finally:

@@ -16,7 +16,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from diffusion_playground.diffusion.categorical import CategoricalDiffusion, sample_categorical
+from diffusion_playground.diffusion.categorical import CategoricalDiffusion
 from diffusion_playground.diffusion.multimodal import MultimodalDiffusion
 from diffusion_playground.diffusion.training_utils import q_sample, randn_like
 from diffusion_playground.models.backbones.unet import unet_mnist, unet_tiny
@@ -75,8 +75,7 @@ def label_accuracy_vs_image_noise(
     images, labels = images.to(device), labels.to(device)
     batch = images.shape[0]
     last = torch.full((batch,), process.T - 1, device=device)
-    stationary = label_process.stationary_probs.log().expand(batch, 1, -1).to(device)  # (B, 1, S)
-    label_t = sample_categorical(stationary, generator)  # (B, 1): x_{T-1}^label ~ pi
+    label_t = label_process.sample_stationary((batch, 1), generator).to(device)  # (B, 1): x_{T-1}^label ~ pi
     accuracies = []
     for t in steps:
         t_image = torch.full((batch,), int(t), device=device)

@@ -151,7 +151,7 @@ def _check_dataset(
             raise ValueError("labels=... goes with a tensor dataset; a DataLoader should yield (x, y) pairs instead")
         return
     if isinstance(data, Mapping):
-        if not hasattr(process, "check_x0") or isinstance(process, NoiseSchedule):
+        if not hasattr(process, "check_x0"):  # a NoiseSchedule has none
             raise TypeError(
                 "a dict of tensors is the data of a multimodal process; pass MultimodalDiffusion({...}) as the noise "
                 f"schedule (got {type(process).__name__})"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -21,6 +20,11 @@ _LIMITS = (-3.0, 3.0)
 def _scatter(ax, points: Tensor, title: str, color: str = "tab:blue") -> None:
     points = points.detach().cpu()
     ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5, color=color, linewidths=0)
+    _square_axes(ax, title)
+
+
+def _square_axes(ax, title: str) -> None:
+    """The plotted square [-3, 3]^2 without ticks: every 2-D panel shows the same window."""
     ax.set_title(title, fontsize=9)
     ax.set_xlim(*_LIMITS)
     ax.set_ylim(*_LIMITS)
@@ -45,11 +49,11 @@ def _denoiser_field(model: nn.Module, noise_schedule: NoiseSchedule) -> Callable
     wrapper or e.g. an :class:`OptimalDenoiser`). Runs without gradients on the model's device; returns CPU
     tensors. Call it inside :func:`_eval_mode`.
     """
-    from diffusion_playground.diffusion.denoiser import as_denoiser  # the sampling side, imported where it is used
+    from diffusion_playground.diffusion.backward import model_device  # the sampling side, imported where it is used
+    from diffusion_playground.diffusion.denoiser import as_denoiser
 
     denoiser = as_denoiser(model, noise_schedule)
-    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)  # e.g. the OptimalDenoiser's data
-    device = tensor.device if tensor is not None else torch.device("cpu")
+    device = model_device(model)
 
     @torch.no_grad()
     def x0_hat(x_t: Tensor, sigma: float) -> Tensor:
@@ -136,12 +140,7 @@ def plot_trajectory_2d(
         ax.plot(paths[:, k, 0], paths[:, k, 1], color="tab:blue", alpha=0.3, linewidth=0.6)
     ax.scatter(paths[0, :, 0], paths[0, :, 1], s=8, color="tab:gray", zorder=3)
     ax.scatter(paths[-1, :, 0], paths[-1, :, 1], s=8, color="tab:red", zorder=3)
-    ax.set_title(f"{paths.shape[1]} paths, grey to red", fontsize=9)
-    ax.set_xlim(*_LIMITS)
-    ax.set_ylim(*_LIMITS)
-    ax.set_aspect("equal")
-    ax.set_xticks([])
-    ax.set_yticks([])
+    _square_axes(ax, f"{paths.shape[1]} paths, grey to red")
     if path is not None:
         save_figure(fig, path)
     return fig
@@ -181,12 +180,7 @@ def plot_denoiser_field_2d(
             arrows = x0_hat(grid, noise_schedule.sigmas[t].item()) - grid
             ax.quiver(grid[:, 0], grid[:, 1], arrows[:, 0], arrows[:, 1], color="tab:red", alpha=0.7,
                       angles="xy", scale_units="xy", scale=1.0, width=0.004)  # fmt: skip
-            ax.set_title(f"t = {t}: x_t -> x0_hat", fontsize=9)
-            ax.set_xlim(*_LIMITS)
-            ax.set_ylim(*_LIMITS)
-            ax.set_aspect("equal")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            _square_axes(ax, f"t = {t}: x_t -> x0_hat")
     if path is not None:
         save_figure(fig, path)
     return fig
