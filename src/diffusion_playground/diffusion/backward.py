@@ -23,6 +23,7 @@ from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, vp_scal
 from diffusion_playground.diffusion.parameterization import coefficients, x0_eps_from_prediction
 from diffusion_playground.diffusion.samplers import sample_ddim, sample_dpmpp_2m, sample_euler, sample_heun
 from diffusion_playground.diffusion.step_schedules import StepSchedule, check_num_steps, step_sigmas, strided_time_steps
+from diffusion_playground.diffusion.thresholding import ThresholdedDenoiser
 from diffusion_playground.diffusion.training_utils import call_model, randn_like
 
 StepCallback = Callable[[int, Tensor, Tensor], None]  # (t, x_t, x0_hat)
@@ -45,7 +46,10 @@ def sample_ddpm(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2), for any prediction target, on all or strided steps.
 
-    Starting from x = x_{T-1} ~ N(0, I), for t = T-1, ..., 0 (or a decreasing subset t_0 > ... > t_{N-1}):
+    Starting from x = x_{T-1} ~ N(0, I) for t = T-1, ..., 0, or from x = x_{t_0} ~ N(0, I) on a decreasing subset
+    t_0 > ... > t_{N-1} (``time_steps``; :func:`generate_samples` with ``steps`` passes :func:`strided_time_steps`,
+    whose t_0 is the trained step nearest to sigma_max, by default min(sigma_{T-1}, 80): e.g. t_0 = 930 of 1000
+    for ``LinearNoiseSchedule.scaled(1000)``, not T-1):
         1. predict (x0_hat, eps_hat) from model(x_t, t) whatever ``model.prediction_type`` is;
         2. optionally clip x0_hat to [-1, 1] (images);
         3. x_{t-1} = mu_tilde_t(x_t, x0_hat) + sqrt(beta_tilde_t) z,  z ~ N(0, I), no noise at t = 0,
@@ -60,10 +64,10 @@ def sample_ddpm(
     Args:
         model: a wrapper called as model(x_t, t) or model(x_t, t, y); t is passed as a 0-dim tensor
             (every sample is at the same step), which the wrappers embed once for the whole batch.
-        x: the initial noise x_{T-1}, shape (B, ...).
+        x: the initial noise x_{t_0} (x_{T-1} when ``time_steps`` is None), shape (B, ...).
         callback: called after each step as callback(t, x_{t-1}, x0_hat).
         time_steps: the decreasing trained steps to visit (e.g. :func:`uniform_time_steps`); None = all T.
-        return_trajectory: also return the states (N + 1, B, ...) from x_{T-1} to x_0.
+        return_trajectory: also return the states (N + 1, B, ...) from x_{t_0} to x_0.
     Returns:
         x_0 of x's shape, or ``(x_0, trajectory)``.
     """
@@ -209,11 +213,18 @@ def generate_samples(
     show_progress: bool = False,
     return_trajectory: bool = False,
     clip_denoised: bool = False,
+    dynamic_threshold: float | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Draw samples with any sampler from a trained model, the exact :class:`OptimalDenoiser`, or any denoiser.
 
-    Every sampler starts from the same VP noise x_{T-1} = z ~ N(0, I) (so one generator seed gives the same
-    start for all of them); the sigma-view samplers step x_sigma = z / sqrt(alpha_bar_{T-1}).
+    Every sampler starts from the same VP noise z ~ N(0, I) (so one generator seed gives the same start for all
+    of them), taken as x_t at the first level of its grid. With ``steps=None`` that is t = T-1 and every trained
+    step is walked. With ``steps`` given, every sampler, ddpm included, starts at ``sigma_max`` (default
+    min(sigma_{T-1}, 80), see :func:`~diffusion_playground.diffusion.step_schedules.sigma_range`), not at T-1: on
+    trained levels, the step nearest to it (t = 930 of 1000, 183 of 200, 89 of 100 for
+    ``LinearNoiseSchedule.scaled(T)``). (Only ddpm/ddim asked for more steps than the trained steps below the
+    default sigma_max start at T-1.) The sigma-view samplers step x_sigma = z / sqrt(alpha_bar) = z sqrt(1 + sigma^2)
+    from that first sigma.
 
     Args:
         model: a :class:`TimeConditionedModel` or :class:`TimeAndClassConditionedModel` (or any module with the
@@ -228,8 +239,10 @@ def generate_samples(
         steps: the number of sampling steps N (None = all T trained steps). Network evaluations: N, except
             ``heun``: 2N - 1. ``SAMPLERS[sampler].nfe(N)`` gives it.
         eta: DDIM's stochasticity in [0, 1] (0 = deterministic); only for ``sampler="ddim"``.
-        guidance_scale: classifier-free guidance weight w >= 0 (Ho & Salimans 2022); needs ``class_labels``
-            and a class-conditional model. 0 = the plain conditional model.
+        guidance_scale: classifier-free guidance weight w >= 0 (Ho & Salimans 2022): the denoiser becomes
+            (1 + w) D(x, sigma, y) - w D(x, sigma, null); needs ``class_labels`` and a class-conditional model.
+            0 = the plain conditional model. Diffusers' ``guidance_scale`` is 1 + w (its 1 = no guidance): its 7.5
+            is ``guidance_scale=6.5`` here, and 7.5 here is its 8.5.
         class_labels: an int (one class for all) or one label per sample; None = unconditional.
         step_schedule: ``"uniform"`` (evenly spaced t) or ``"karras"`` (rho = 7 sigmas); default per sampler
             (uniform for ddpm/ddim, karras for the others). For a trained model karras sigmas are snapped to
@@ -243,7 +256,10 @@ def generate_samples(
         generator: a torch.Generator for reproducible samples.
         return_trajectory: also return the states from the noise to the samples, stacked on the CPU as
             (N + 1, B, ...), on the VP scale x_t = x_sigma / sqrt(1 + sigma^2) (the DDPM x_t).
-        clip_denoised: clip the predicted x0 to [-1, 1] at each step (for images in [-1, 1]; ddpm only).
+        clip_denoised: clip the predicted x0 to [-1, 1] at every step, whatever the sampler (for data in [-1, 1],
+            i.e. images; see :mod:`~diffusion_playground.diffusion.thresholding` for why eps-models need it).
+        dynamic_threshold: instead of static clipping, Imagen's dynamic thresholding at this percentile of |x0_hat|
+            (Saharia et al. 2022, section 2.3; e.g. 0.995).
 
     Returns:
         samples of shape (B, *shape) in data space, or ``(samples, trajectory)``.
@@ -259,8 +275,8 @@ def generate_samples(
         raise ValueError(f"eta is DDIM's parameter; got eta={eta} with sampler={sampler!r} (use sampler='ddim')")
     if s_churn != 0.0 and sampler != "heun":
         raise ValueError(f"s_churn is the EDM (heun) sampler's parameter; got s_churn={s_churn} with sampler={sampler!r}")
-    if clip_denoised and sampler != "ddpm":
-        raise ValueError("clip_denoised is supported by sampler='ddpm' only")
+    if dynamic_threshold is not None and not 0.0 < dynamic_threshold <= 1.0:
+        raise ValueError(f"dynamic_threshold is a percentile in (0, 1], e.g. 0.995; got {dynamic_threshold}")
     full_shape = tuple(shape) if num_samples is None else (int(num_samples), *tuple(shape))
     if len(full_shape) < 2 or any(int(d) < 1 for d in full_shape):
         raise ValueError(
@@ -273,7 +289,7 @@ def generate_samples(
         raise ValueError(f"guidance_scale={guidance_scale} needs class_labels to guide towards (and a class-conditional model)")
     schedule = copy.copy(noise_schedule).to(device)  # a device copy: the caller's schedule stays where it is
     _check_schedule_fits_model(model, schedule)
-    z = randn_like(torch.empty(full_shape, device=device), generator)  # x_{T-1}, the VP noise
+    z = randn_like(torch.empty(full_shape, device=device), generator)  # the VP noise x_t at the first step
 
     was_training = model.training
     model.eval()
@@ -281,13 +297,16 @@ def generate_samples(
         denoiser = as_denoiser(model, schedule)
         if guidance_scale != 0.0:
             denoiser = ClassifierFreeGuidance(denoiser, guidance_scale)
+        if clip_denoised or dynamic_threshold is not None:  # after guidance: the guided x0 is what must stay in range
+            denoiser = ThresholdedDenoiser(denoiser, dynamic_threshold)
         if sampler == "ddpm":
-            time_model = as_time_model(denoiser if guidance_scale != 0.0 else model, schedule)
+            plain = guidance_scale == 0.0 and not clip_denoised and dynamic_threshold is None
+            time_model = as_time_model(model if plain else denoiser, schedule)
             if step_schedule not in (None, "uniform"):
                 raise ValueError(f"sampler='ddpm' walks evenly spaced trained steps; step_schedule must be 'uniform', got {step_schedule!r}")
             time_steps = None if steps is None else strided_time_steps(schedule, steps, sigma_min, sigma_max)
             result = sample_ddpm(
-                time_model, z, schedule, class_labels=labels, generator=generator, clip_denoised=clip_denoised,
+                time_model, z, schedule, class_labels=labels, generator=generator,
                 show_progress=show_progress, time_steps=time_steps, return_trajectory=return_trajectory,
             )  # fmt: skip
         else:

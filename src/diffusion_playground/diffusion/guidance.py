@@ -18,7 +18,8 @@ class ClassifierFreeGuidance(Denoiser):
 
     Args:
         denoiser: a class-conditional denoiser (``num_classes`` set), e.g. ``as_denoiser(TimeAndClassConditionedModel(...), schedule)``.
-        guidance_scale: w >= 0.
+        guidance_scale: w >= 0, Ho & Salimans' w (0 = no guidance). Diffusers' ``guidance_scale`` is 1 + w
+            (its 1 = no guidance): its 7.5 is w = 6.5 here, and w = 7.5 here is its 8.5.
     """
 
     def __init__(self, denoiser: Denoiser, guidance_scale: float) -> None:

@@ -10,8 +10,11 @@ all noisy parts at once, and sums the per-part losses with weights:
 
 Sampling walks t = T-1, ..., 0 with every part at the same t and takes each part's own ancestral step from the
 one network call: the parts are generated jointly, so a generated label agrees with its generated image. A part
-passed as ``given`` is held clean (fed at t = 0) while the others are sampled: p(image | label) or
-p(label | image) from the same network, because the times were independent in training (Bao et al. 2023).
+passed as ``given`` is held fixed while the others are sampled: p(image | label) or p(label | image) from the same
+network, because the times were independent in training (Bao et al. 2023). The given part is fed as it is, with
+time step t = 0, which in this package is already one noise step: a given Gaussian part is fed as x_0 itself (not
+sqrt(alpha_bar_0) x_0 + sqrt(beta_0) eps, what training showed at t = 0), a given categorical part as the one-hot
+code of x_0 (a state training drew at t = 0 with probability alpha_bar_0 + (1 - alpha_bar_0) pi_{x_0}).
 """
 
 from __future__ import annotations
@@ -185,8 +188,10 @@ class MultimodalDiffusion:
             model: the trained :class:`~diffusion_playground.models.MultimodalModel` (e.g. the EMA model).
             num_samples: B, how many structured samples.
             shapes: the shape of one sample of each part, e.g. ``{"image": (1, 8, 8), "label": (1,)}``.
-            given: parts to hold fixed, ``{name: (B, ...) tensor}``: they are fed clean at t = 0 at every step
-                and returned as given, so the others are drawn from the conditional (e.g. images of a label).
+            given: parts to hold fixed, ``{name: (B, ...) tensor}``: at every step each is fed as it is (x_0, not
+                noised; categorical parts as their one-hot code) with time step t = 0, and returned as given, so
+                the others are drawn from the conditional (e.g. images of a label). t = 0 is one noise step in
+                training (std sqrt(beta_0) for a Gaussian part), so a clean Gaussian part is slightly off it.
             generator: a torch.Generator for reproducible samples.
             device: where to sample; defaults to the model's device.
         Returns:

@@ -9,7 +9,8 @@ Each returns x at sigma = 0, i.e. a sample in data space, and with ``return_traj
 states (N + 1, B, ...) at every sigma_i.
 
 All of them integrate, or sample around, the probability-flow ODE of the VE view
-(Song et al. 2021 "Score-based generative modeling", eq. 13; Karras et al. 2022, eq. 3 with sigma(t) = t, s(t) = 1):
+(Song et al. 2021 "Score-based generative modeling", eq. 13; Karras et al. 2022, eq. 1 with sigma(t) = t, i.e. their
+eq. 4 with s(t) = 1), with the score grad log p = (D(x, sigma) - x) / sigma^2 of their eq. 3:
 
     dx / dsigma = (x - D(x, sigma)) / sigma.
 
@@ -80,7 +81,7 @@ def sample_euler(
     callback: SigmaCallback | None = None,
     return_trajectory: bool = False,
 ) -> SamplerOutput:
-    """Euler's method on the probability-flow ODE (Karras et al. 2022, eq. 3; Alg. 1 without line 5-7).
+    """Euler's method on the probability-flow ODE (Karras et al. 2022, eq. 1; Alg. 1 without its 2nd-order correction).
 
     x_{i+1} = x_i + (sigma_{i+1} - sigma_i) (x_i - D(x_i, sigma_i)) / sigma_i.   Global error O(1/N).
     In this variable Euler *is* deterministic DDIM (Song et al. 2021; Karras et al. 2022, section 3):

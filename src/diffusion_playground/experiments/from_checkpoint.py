@@ -62,6 +62,7 @@ class SamplingOptions:
     guidance_scale: float = 0.0
     num_samples: int | None = None  # points: total (default 2000); images: per class (default 8)
     seed: int = 0
+    clip_denoised: bool = True  # images: keep x0_hat in [-1, 1] at every step (points are never clipped)
 
 
 def draw_samples(
@@ -76,6 +77,7 @@ def draw_samples(
         result = generate_samples(
             trained.model, trained.schedule, trained.shape, options.num_samples or default, sampler=options.sampler,
             steps=options.steps, generator=generator, show_progress=show_progress, return_trajectory=return_trajectory,
+            clip_denoised=options.clip_denoised and not trained.is_points,
         )  # fmt: skip
         samples, trajectory = result if return_trajectory else (result, None)
         return samples.cpu(), None, trajectory
@@ -85,7 +87,7 @@ def draw_samples(
     result = sample_class_grid(
         trained.model, trained.schedule, options.num_samples or 8, sampler=options.sampler, steps=options.steps,
         guidance_scale=options.guidance_scale, classes=classes, generator=generator, show_progress=show_progress,
-        return_trajectory=return_trajectory,
+        return_trajectory=return_trajectory, clip_denoised=options.clip_denoised,
     )  # fmt: skip
     return result if return_trajectory else (*result, None)
 

@@ -7,10 +7,12 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -21,7 +23,7 @@ from diffusion_playground.data.mnist import load_mnist
 from diffusion_playground.diffusion.backward import generate_samples
 from diffusion_playground.diffusion.noise_schedule import LinearNoiseSchedule
 from diffusion_playground.experiments.summary import run_summary
-from diffusion_playground.models.backbones.unet import UNetBackbone, unet_mnist, unet_small, unet_tiny
+from diffusion_playground.models.backbones.unet import UNetBackbone, unet_mnist, unet_mnist_cpu, unet_small, unet_tiny
 from diffusion_playground.models.time_and_class_conditioned_model import TimeAndClassConditionedModel
 from diffusion_playground.training import distributed
 from diffusion_playground.training.denoiser_trainer import train_denoiser
@@ -34,16 +36,20 @@ class ImageConfig:
 
     time_steps: int = 1000  # T of the linear schedule (Ho et al. 2020), betas scaled by 1000 / T
     time_emb_dim: int = 128
+    prediction_type: str = "eps"  # the network's target: eps, x0 or v (Salimans & Ho 2022)
     epochs: int = 30
+    train_steps: int | None = None  # instead of epochs: about this many optimizer steps, whatever the data size
     max_steps: int | None = None  # stop after this many optimizer steps (None: train every epoch)
     batch_size: int = 128
     lr: float = 2e-3
     ema_decay: float = 0.999
+    precision: str = "auto"  # the trainer's autocast: "auto" (bf16 on recent GPUs, fp32 on the CPU), "bf16", ...
     cond_drop_prob: float = 0.1  # p_uncond of classifier-free guidance (Ho & Salimans 2022)
     samples_per_class: int = 8  # rows of the sample grid: one per class
     sampler: str = "ddim"
     sampling_steps: int = 50
     guidance_scale: float = 1.0
+    clip_denoised: bool = True  # keep x0_hat in [-1, 1] while sampling (diffusion/thresholding.py)
     seed: int = 0
     small_backbone: bool = False  # the recipe's U-Net shrunk by its small_overrides (smoke tests)
 
@@ -57,13 +63,21 @@ def quick_config(config: ImageConfig) -> ImageConfig:
 
 @dataclass(frozen=True)
 class ImageRecipe:
-    """One dataset: how to load ``(images, labels)`` given (root, train, download), its backbone and defaults."""
+    """One dataset: how to load ``(images, labels)`` given (root, train, download), its backbone and defaults.
+
+    ``backbone`` / ``defaults`` are the full recipe, sized for a GPU and the whole dataset. A dataset may also
+    have a CPU recipe (``cpu_backbone`` / ``cpu_defaults``), chosen by :func:`choose_recipe`: a smaller U-Net
+    and settings measured to give clean samples within minutes on 2 CPU cores.
+    """
 
     load: Callable[[str | Path, bool, bool], tuple[Tensor, Tensor]]
     backbone: Callable[..., UNetBackbone]
     class_names: tuple[str, ...]
     defaults: ImageConfig
     small_overrides: dict[str, object]  # backbone arguments of the small U-Net (ImageConfig.small_backbone)
+    cpu_backbone: Callable[..., UNetBackbone] | None = None
+    cpu_defaults: ImageConfig | None = None
+    full_size: int = 0  # training images of the whole dataset: fewer (or no GPU) selects the CPU recipe
 
 
 # two levels, one residual block each, 16 base channels, attention at the second: about 210k parameters, most of
@@ -79,9 +93,14 @@ IMAGE_RECIPES: dict[str, ImageRecipe] = {
         lambda root, train, download: load_digits_images(train), unet_tiny, tuple(str(d) for d in range(10)),
         ImageConfig(epochs=50), {},  # unet_tiny is small already
     ),
+    # the full recipe: 60,000 images, 10 epochs = 4,690 steps at batch 128 (a GPU); the CPU recipe: measured on
+    # the 4,000-digit sample on 2 CPU cores (benchmarks/mnist_sample.py, results in the MNIST README)
     "mnist": ImageRecipe(
-        load_mnist, unet_mnist, tuple(str(d) for d in range(10)), ImageConfig(epochs=10),
+        load_mnist, unet_mnist, tuple(str(d) for d in range(10)), ImageConfig(epochs=10, prediction_type="v"),
         {**_SMALL_UNET, "attention_resolutions": (14,)},
+        cpu_backbone=unet_mnist_cpu,
+        cpu_defaults=ImageConfig(prediction_type="v", train_steps=2500, batch_size=64, lr=2e-3, precision="bf16"),
+        full_size=60_000,
     ),
     "cifar10": ImageRecipe(
         load_cifar10, unet_small, CIFAR10_CLASSES, ImageConfig(epochs=100, lr=2e-4),
@@ -99,13 +118,47 @@ def check_dataset(name: str) -> ImageRecipe:
     return IMAGE_RECIPES[name]
 
 
-def build_image_model(recipe: ImageRecipe, config: ImageConfig) -> TimeAndClassConditionedModel:
+RecipeChoice = Literal["auto", "full", "cpu"]
+
+
+def choose_recipe(
+    recipe: ImageRecipe, choice: RecipeChoice = "auto", *, num_images: int, device: str | torch.device
+) -> tuple[str, Callable[..., UNetBackbone], ImageConfig]:
+    """``(name, backbone preset, settings)`` of the recipe to run: ``"full"`` or ``"cpu"``.
+
+    ``"auto"`` picks the full recipe on a CUDA device with the whole dataset (``num_images >= recipe.full_size``),
+    else the CPU recipe where the dataset has one. ``"full"`` / ``"cpu"`` force either.
+    """
+    if choice not in ("auto", "full", "cpu"):
+        raise ValueError(f"recipe must be 'auto', 'full' or 'cpu'; got {choice!r}")
+    has_cpu = recipe.cpu_defaults is not None and recipe.cpu_backbone is not None
+    if choice == "cpu" and not has_cpu:
+        raise ValueError("this dataset has no CPU recipe (only mnist has one); use --recipe full or auto")
+    on_gpu = torch.device(device).type == "cuda"
+    if choice == "full" or not has_cpu or (choice == "auto" and on_gpu and num_images >= recipe.full_size):
+        return "full", recipe.backbone, recipe.defaults
+    return "cpu", recipe.cpu_backbone, recipe.cpu_defaults
+
+
+def build_image_model(
+    recipe: ImageRecipe, config: ImageConfig, backbone: Callable[..., UNetBackbone] | None = None
+) -> TimeAndClassConditionedModel:
+    """The class-conditional U-Net of ``config``: ``backbone`` (default: the recipe's full preset), shrunk by the
+    recipe's ``small_overrides`` when ``config.small_backbone``."""
     overrides = recipe.small_overrides if config.small_backbone else {}
-    backbone = recipe.backbone(cond_dim=config.time_emb_dim, **overrides)
+    backbone_model = (backbone or recipe.backbone)(cond_dim=config.time_emb_dim, **overrides)
     return TimeAndClassConditionedModel(
-        backbone, num_classes=len(recipe.class_names), time_emb_dim=config.time_emb_dim,
-        num_time_steps=config.time_steps, cond_drop_prob=config.cond_drop_prob,
+        backbone_model, num_classes=len(recipe.class_names), time_emb_dim=config.time_emb_dim,
+        num_time_steps=config.time_steps, prediction_type=config.prediction_type, cond_drop_prob=config.cond_drop_prob,
     )  # fmt: skip
+
+
+def epochs_for(config: ImageConfig, num_images: int) -> int:
+    """``config.epochs``, or the epochs that make about ``config.train_steps`` optimizer steps on ``num_images``."""
+    if config.train_steps is None:
+        return config.epochs
+    steps_per_epoch = math.ceil(num_images / config.batch_size)
+    return max(1, round(config.train_steps / steps_per_epoch))
 
 
 def sample_class_grid(
@@ -120,17 +173,20 @@ def sample_class_grid(
     generator: torch.Generator | None = None,
     show_progress: bool = False,
     return_trajectory: bool = False,
+    clip_denoised: bool = True,
 ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
     """``samples_per_class`` samples of each class (all classes by default), class by class.
 
-    Returns ``(samples (K * n, C, H, W) clipped to [-1, 1], labels (K * n,))`` and the trajectory if asked.
+    ``clip_denoised`` keeps every step's x0 estimate in [-1, 1] (on by default: images live there; see
+    :mod:`~diffusion_playground.diffusion.thresholding`). Returns ``(samples (K * n, C, H, W) clipped to [-1, 1],
+    labels (K * n,))`` and the trajectory if asked.
     """
     classes = list(range(model.num_classes)) if classes is None else classes
     labels = torch.tensor(classes).repeat_interleave(samples_per_class)  # (K * n,)
     result = generate_samples(
         model, schedule, model.backbone.input_shape, len(labels), sampler=sampler, steps=steps,
         guidance_scale=guidance_scale, class_labels=labels, generator=generator, show_progress=show_progress,
-        return_trajectory=return_trajectory,
+        return_trajectory=return_trajectory, clip_denoised=clip_denoised,
     )  # fmt: skip
     samples, trajectory = result if return_trajectory else (result, None)
     samples = samples.clamp(-1.0, 1.0).cpu()
@@ -146,43 +202,49 @@ def run_images(
     epochs: int | None = None,
     seed: int = 0,
     quick: bool = False,
+    recipe: RecipeChoice = "auto",
     device: str | torch.device = "cpu",
     show_progress: bool = True,
 ) -> dict[str, object]:
     """Train a class-conditional U-Net on ``dataset``, then write a grid of samples (one row per class).
 
-    ``quick`` turns the run into :func:`quick_config`'s smoke test. Under torchrun every process trains
+    ``recipe`` picks the full or the CPU recipe (:func:`choose_recipe`; "auto": the full one on a GPU with the
+    whole dataset). ``quick`` turns the run into :func:`quick_config`'s smoke test. Under torchrun every process trains
     (data-parallel) and only rank 0 samples and writes the figures; the other ranks return after training,
     with no paths.
     """
-    recipe = check_dataset(dataset)
-    config = replace(recipe.defaults, seed=seed, **({} if epochs is None else {"epochs": epochs}))
-    config = quick_config(config) if quick else config
+    spec = check_dataset(dataset)
     out_dir = Path(out_dir)
-    images, labels = recipe.load(data_root, True, download)  # DatasetNotFoundError names the files to fetch
+    images, labels = spec.load(data_root, True, download)  # DatasetNotFoundError names the files to fetch
+    recipe_name, backbone, config = choose_recipe(spec, recipe, num_images=images.shape[0], device=device)
+    config = replace(config, seed=seed, **({} if epochs is None else {"epochs": epochs, "train_steps": None}))
+    config = quick_config(config) if quick else config
     torch.manual_seed(config.seed)
     schedule = LinearNoiseSchedule.scaled(config.time_steps)
-    model = build_image_model(recipe, config)
+    model = build_image_model(spec, config, backbone)
     start = time.perf_counter()
     history = train_denoiser(
-        model, images, schedule, labels=labels, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
-        max_steps=config.max_steps, ema_decay=config.ema_decay, checkpoint_dir=out_dir / "checkpoints",
-        seed=config.seed, device=device, show_progress=show_progress,
+        model, images, schedule, labels=labels, epochs=epochs_for(config, images.shape[0]), lr=config.lr,
+        batch_size=config.batch_size, max_steps=config.max_steps, ema_decay=config.ema_decay,
+        precision=config.precision, checkpoint_dir=out_dir / "checkpoints", seed=config.seed, device=device,
+        show_progress=show_progress,
     )  # fmt: skip
     train_seconds = time.perf_counter() - start
     if not distributed.is_main_process():
-        return run_summary(history, {}, config, train_seconds=train_seconds, sample_seconds=0.0)
+        return run_summary(history, {}, config, train_seconds=train_seconds, sample_seconds=0.0, recipe=recipe_name)
     samples, _ = sample_class_grid(
         history.ema_model, schedule, config.samples_per_class, sampler=config.sampler, steps=config.sampling_steps,
         guidance_scale=config.guidance_scale, generator=torch.Generator(device=device).manual_seed(config.seed + 1),
-        show_progress=show_progress,
+        show_progress=show_progress, clip_denoised=config.clip_denoised,
     )  # fmt: skip
     sample_seconds = time.perf_counter() - start - train_seconds
     paths = {name: out_dir / f"{name}.png" for name in ("samples", "loss_curve")}
     plot_image_grid(
-        samples, config.samples_per_class, row_labels=list(recipe.class_names),
+        samples, config.samples_per_class, row_labels=list(spec.class_names),
         title=f"{dataset}: {config.sampler}, {config.sampling_steps} steps, guidance {config.guidance_scale}",
         path=paths["samples"],
     )  # fmt: skip
     plot_loss_curve(history.losses, path=paths["loss_curve"])
-    return run_summary(history, paths, config, train_seconds=train_seconds, sample_seconds=sample_seconds)
+    return run_summary(
+        history, paths, config, train_seconds=train_seconds, sample_seconds=sample_seconds, recipe=recipe_name
+    )

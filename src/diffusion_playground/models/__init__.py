@@ -6,6 +6,7 @@ from diffusion_playground.models.backbones import (
     UNetBackbone,
     unet_large,
     unet_mnist,
+    unet_mnist_cpu,
     unet_small,
     unet_tiny,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "sinusoidal_embedding",
     "unet_large",
     "unet_mnist",
+    "unet_mnist_cpu",
     "unet_small",
     "unet_tiny",
 ]

@@ -1,8 +1,9 @@
 """Animated GIFs of the reverse process: 2-D points moving from noise to data, or a grid of images x_t over time.
 
-Both take a ``generate_samples(..., return_trajectory=True)`` trajectory (states x_{T-1}, ..., x_0 stacked on
-the first axis), pick ``frames`` of its states (denser towards the end, where the structure appears) and write
-them with matplotlib's Pillow writer. Each returns the matplotlib Figure of the last frame. Given the model, the
+Both take a ``generate_samples(..., return_trajectory=True)`` trajectory (states from the starting noise to x_0
+stacked on the first axis; the start is x_{T-1} with ``steps=None``, else the grid's first level, sigma_max),
+pick ``frames`` of its states (denser towards the end, where the structure appears) and write them with
+matplotlib's Pillow writer. Each returns the matplotlib Figure of the last frame. Given the model, the
 2-D animation also draws its learned score field under the moving points.
 """
 
@@ -90,7 +91,7 @@ def animate_points_2d(
     s / a (:func:`plot_denoiser_field_2d` draws x -> x0_hat at chosen t). Arrows longer than 0.9 grid spacings
     are drawn 0.9 spacings long (same direction), so they never cross the next arrow.
 
-    ``sigmas`` gives each state's noise level (``steps`` values from x_{T-1}'s to 0 for the samples). Default: the
+    ``sigmas`` gives each state's noise level (``steps`` values from the first state's to 0 for the samples). Default: the
     evenly spaced trained steps that ddpm and ddim walk by default, ``step_sigmas(noise_schedule, steps - 1)``;
     otherwise pass the grid the sampler walked, ``step_sigmas(noise_schedule, N, step_schedule, ...)`` with the
     arguments given to ``generate_samples`` (e.g. ``"karras"`` for euler, heun and dpmpp_2m, whose snapped grid

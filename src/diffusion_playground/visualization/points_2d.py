@@ -118,8 +118,8 @@ def plot_trajectory_2d(
 ) -> Figure:
     """The reverse process from a ``generate_samples(..., return_trajectory=True)`` trajectory.
 
-    Panels 1..num_frames: the cloud x_t from t = T-1 (noise) to the final samples, at steps spaced
-    quadratically, denser towards the end, where the structure appears. Last panel: the paths of
+    Panels 1..num_frames: the cloud x_t from the starting noise (t = T-1 for a full walk) to the final samples,
+    at steps spaced quadratically, denser towards the end, where the structure appears. Last panel: the paths of
     ``num_paths`` individual samples from noise (grey) to data (red).
     """
     if trajectory.ndim != 3 or trajectory.shape[-1] != 2:

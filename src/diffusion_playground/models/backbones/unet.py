@@ -280,9 +280,20 @@ def unet_mnist(cond_dim: int = 128, **overrides: object) -> UNetBackbone:
     return _preset("unet_mnist", cond_dim=cond_dim, **{**config, **overrides})
 
 
+def unet_mnist_cpu(cond_dim: int = 128, **overrides: object) -> UNetBackbone:
+    """About 1.1M parameters for 28x28 grayscale: ``unet_mnist`` with one residual block per level, attention only
+    in the middle block (at 7x7) and no dropout, so it trains in minutes on a CPU (the MNIST CPU recipe)."""
+    config = dict(in_channels=1, image_size=28, base_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1,
+                  attention_resolutions=(), dropout=0.0)  # fmt: skip
+    return _preset("unet_mnist_cpu", cond_dim=cond_dim, **{**config, **overrides})
+
+
 def unet_small(cond_dim: int = 128, **overrides: object) -> UNetBackbone:
-    """About 3M parameters for 32x32 RGB (CIFAR-10): DDPM's CIFAR-10 layout (Ho et al. 2020, appendix B) at a
-    quarter of the width: levels of 32, 16, 8 and 4 pixels, attention at 16."""
+    """About 3M parameters for 32x32 RGB (CIFAR-10): levels of 32, 16, 8 and 4 pixels, attention at 16.
+
+    DDPM's CIFAR-10 channel multipliers (1, 2, 2, 2), attention at 16x16 and dropout 0.1 (Ho et al. 2020,
+    appendix B) at a quarter of its width (32 base channels instead of 128), with 3 ResBlocks per level
+    instead of DDPM's 2."""
     config = dict(in_channels=3, image_size=32, base_channels=32, channel_mult=(1, 2, 2, 2), num_res_blocks=3,
                   attention_resolutions=(16,), dropout=0.1)  # fmt: skip
     return _preset("unet_small", cond_dim=cond_dim, **{**config, **overrides})
@@ -296,4 +307,13 @@ def unet_large(cond_dim: int = 128, **overrides: object) -> UNetBackbone:
     return _preset("unet_large", cond_dim=cond_dim, **{**config, **overrides})
 
 
-__all__ = ["AdaGNResBlock", "SelfAttention2d", "UNetBackbone", "unet_large", "unet_mnist", "unet_small", "unet_tiny"]
+__all__ = [
+    "AdaGNResBlock",
+    "SelfAttention2d",
+    "UNetBackbone",
+    "unet_large",
+    "unet_mnist",
+    "unet_mnist_cpu",
+    "unet_small",
+    "unet_tiny",
+]

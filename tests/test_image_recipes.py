@@ -1,0 +1,55 @@
+"""Which image recipe runs where (the full one on a GPU with the whole dataset, else the CPU one), and the CLI
+pipeline on the real 4,000-digit MNIST sample written as IDX files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffusion_playground.__main__ import main
+from diffusion_playground.data import write_mnist_sample_idx
+from diffusion_playground.experiments.images import IMAGE_RECIPES, choose_recipe, epochs_for
+
+MNIST = IMAGE_RECIPES["mnist"]
+
+
+def test_auto_runs_the_full_recipe_only_on_a_gpu_with_the_whole_dataset():
+    assert choose_recipe(MNIST, num_images=60_000, device="cuda")[0] == "full"
+    assert choose_recipe(MNIST, num_images=4_000, device="cuda")[0] == "cpu"
+    assert choose_recipe(MNIST, num_images=60_000, device="cpu")[0] == "cpu"
+    name, backbone, config = choose_recipe(MNIST, "full", num_images=4_000, device="cpu")
+    assert (name, backbone, config) == ("full", MNIST.backbone, MNIST.defaults)
+    assert choose_recipe(MNIST, "cpu", num_images=60_000, device="cuda")[2] == MNIST.cpu_defaults
+    # datasets without a CPU recipe always run their one recipe, and refuse a forced "cpu"
+    assert choose_recipe(IMAGE_RECIPES["cifar10"], num_images=100, device="cpu")[0] == "full"
+    with pytest.raises(ValueError, match="no CPU recipe"):
+        choose_recipe(IMAGE_RECIPES["cifar10"], "cpu", num_images=100, device="cpu")
+    with pytest.raises(ValueError, match="'auto', 'full' or 'cpu'"):
+        choose_recipe(MNIST, "gpu", num_images=100, device="cpu")
+
+
+def test_a_step_budget_becomes_whole_epochs_of_the_data_at_hand():
+    config = MNIST.cpu_defaults
+    steps_per_epoch = -(-4000 // config.batch_size)
+    assert abs(epochs_for(config, 4000) * steps_per_epoch - config.train_steps) <= steps_per_epoch / 2
+    assert epochs_for(MNIST.defaults, 60_000) == MNIST.defaults.epochs  # no step budget: the recipe's epochs
+
+
+def test_cli_trains_samples_and_evaluates_on_the_real_sample(tmp_path, capsys):
+    data, out = tmp_path / "data", tmp_path / "run"
+    write_mnist_sample_idx(data)  # 4,000 + 1,000 real digits as the official IDX files
+    assert main(["train", "mnist", "--data", str(data), "--quick", "--out", str(out), "--device", "cpu",
+                 "--no-progress"]) == 0  # fmt: skip
+    shown = capsys.readouterr().out
+    assert "mnist: the cpu recipe. Trained 20 steps" in shown
+    assert main(["sample", str(out / "checkpoints"), "--n", "1", "--steps", "2", "--out", str(tmp_path / "s"),
+                 "--no-progress"]) == 0  # fmt: skip
+    samples = torch.load(tmp_path / "s.pt")["samples"]
+    assert samples.shape == (10, 1, 28, 28) and samples.abs().max() <= 1.0
+    classifier = tmp_path / "judge.pt"
+    assert main(["evaluate", str(out / "checkpoints"), "--data", str(data), "--n", "2", "--steps", "2",
+                 "--classifier", str(classifier), "--no-progress"]) == 0  # fmt: skip
+    shown = capsys.readouterr().out
+    accuracy_real = float(shown.split("on real test images ")[1].split("%")[0])
+    assert accuracy_real > 90.0  # the judge, trained on the 4,000 real digits, reads the 1,000 real test digits
+    assert classifier.is_file()
