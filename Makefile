@@ -23,7 +23,8 @@ test: $(STAMP)
 notebook: $(STAMP)
 	$(BIN)/jupyter lab notebooks/experiments
 
-# re-execute every notebook in the mode it is committed in (about N minutes on 2 CPU cores; see README)
+# re-execute every notebook in the mode it is committed in: about 22 min on 2 CPU cores when outputs/mnist_sample/ holds
+# the MNIST CPU run (benchmarks/mnist_sample.py writes it), about 14 min more when the MNIST notebook must train it
 notebooks: $(STAMP)
 	$(BIN)/python notebooks/execute_notebooks.py
 

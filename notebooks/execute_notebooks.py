@@ -11,8 +11,8 @@ Each notebook runs top to bottom in a fresh kernel, in its own folder, with the 
   the notebook labels every figure of it as fake).
 
 The seeds are fixed inside the notebooks, so a re-run reproduces the stored outputs up to printed timings.
-Then the volatile parts are stripped: execution timestamps, the kernel's version metadata, and stderr streams
-(progress bars, warnings). Finally the sizes are checked: each notebook <= 1.5 MB, all together <= 6 MB.
+Then the volatile parts are stripped: execution timestamps, the kernel's version metadata, stderr streams
+(warnings) and progress-bar widgets. Finally the sizes are checked: each notebook <= 1.5 MB, all together <= 6 MB.
 """
 
 from __future__ import annotations
@@ -46,7 +46,14 @@ def strip_volatile(notebook: nbformat.NotebookNode) -> None:
     for cell in notebook.cells:
         cell.metadata.pop("execution", None)
         if cell.cell_type == "code":
-            cell.outputs = [out for out in cell.outputs if not (out.output_type == "stream" and out.name == "stderr")]
+            cell.outputs = [out for out in cell.outputs if not _is_progress_or_stderr(out)]
+
+
+def _is_progress_or_stderr(output: nbformat.NotebookNode) -> bool:
+    """A stderr stream (warnings, console progress bars) or a widget (tqdm's notebook progress bar)."""
+    if output.output_type == "stream":
+        return output.name == "stderr"
+    return "application/vnd.jupyter.widget-view+json" in output.get("data", {})
 
 
 def execute(name: str) -> tuple[Path, float]:
