@@ -23,7 +23,7 @@ from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, vp_scal
 from diffusion_playground.diffusion.parameterization import coefficients, x0_eps_from_prediction
 from diffusion_playground.diffusion.samplers import sample_ddim, sample_dpmpp_2m, sample_euler, sample_heun
 from diffusion_playground.diffusion.step_schedules import StepSchedule, check_num_steps, step_sigmas, strided_time_steps
-from diffusion_playground.diffusion.thresholding import ThresholdedDenoiser
+from diffusion_playground.diffusion.thresholding import ThresholdedDenoiser, check_percentile, threshold_x0
 from diffusion_playground.diffusion.training_utils import call_model, randn_like
 
 StepCallback = Callable[[int, Tensor, Tensor], None]  # (t, x_t, x0_hat)
@@ -82,7 +82,7 @@ def sample_ddpm(
         a_t, s_t = coefficients(schedule, t, x)  # (1, 1, ..., 1): broadcast over the batch
         x0_hat, _ = x0_eps_from_prediction(prediction, x, a_t, s_t, model.prediction_type)
         if clip_denoised:
-            x0_hat = x0_hat.clamp(-1.0, 1.0)
+            x0_hat = threshold_x0(x0_hat)  # static clipping to [-1, 1] (thresholding.py)
         x = posterior_step(x, x0_hat, posterior[:, i], generator)
         if callback is not None:
             callback(t_int, x, x0_hat)
@@ -275,8 +275,7 @@ def generate_samples(
         raise ValueError(f"eta is DDIM's parameter; got eta={eta} with sampler={sampler!r} (use sampler='ddim')")
     if s_churn != 0.0 and sampler != "heun":
         raise ValueError(f"s_churn is the EDM (heun) sampler's parameter; got s_churn={s_churn} with sampler={sampler!r}")
-    if dynamic_threshold is not None and not 0.0 < dynamic_threshold <= 1.0:
-        raise ValueError(f"dynamic_threshold is a percentile in (0, 1], e.g. 0.995; got {dynamic_threshold}")
+    check_percentile(dynamic_threshold)  # before any work: the same check ThresholdedDenoiser makes
     full_shape = tuple(shape) if num_samples is None else (int(num_samples), *tuple(shape))
     if len(full_shape) < 2 or any(int(d) < 1 for d in full_shape):
         raise ValueError(

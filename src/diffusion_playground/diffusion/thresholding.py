@@ -27,16 +27,21 @@ from torch import Tensor
 from diffusion_playground.diffusion.denoiser import Denoiser
 
 
+def check_percentile(percentile: float | None) -> None:
+    """A ValueError unless ``percentile`` is None (static clipping) or a dynamic-thresholding percentile in (0, 1]."""
+    if percentile is not None and not 0.0 < percentile <= 1.0:
+        raise ValueError(f"the dynamic-thresholding percentile must lie in (0, 1], e.g. 0.995; got {percentile}")
+
+
 def threshold_x0(x0_hat: Tensor, percentile: float | None = None) -> Tensor:
     """Static clipping to [-1, 1] (``percentile=None``) or dynamic thresholding at ``percentile`` in (0, 1].
 
     Dynamic (Saharia et al. 2022, section 2.3): s_b = max(1, quantile_p(|x0_hat_b|)) per sample b, then
     clip(x0_hat_b, -s_b, s_b) / s_b; with p = 1 and |x0_hat| <= 1 it is the identity.
     """
+    check_percentile(percentile)
     if percentile is None:
         return x0_hat.clamp(-1.0, 1.0)
-    if not 0.0 < percentile <= 1.0:
-        raise ValueError(f"the dynamic-thresholding percentile must lie in (0, 1], e.g. 0.995; got {percentile}")
     flat = x0_hat.abs().reshape(x0_hat.shape[0], -1).float()  # (B, D)
     s = torch.quantile(flat, percentile, dim=1).clamp(min=1.0)  # (B,)
     s = s.reshape(-1, *([1] * (x0_hat.ndim - 1))).to(x0_hat.dtype)  # (B, 1, ..., 1)
@@ -48,8 +53,7 @@ class ThresholdedDenoiser(Denoiser):
 
     def __init__(self, denoiser: Denoiser, percentile: float | None = None) -> None:
         super().__init__()
-        if percentile is not None and not 0.0 < percentile <= 1.0:
-            raise ValueError(f"the dynamic-thresholding percentile must lie in (0, 1], e.g. 0.995; got {percentile}")
+        check_percentile(percentile)
         self.denoiser = denoiser
         self.percentile = percentile
         self.num_classes = denoiser.num_classes
@@ -59,4 +63,4 @@ class ThresholdedDenoiser(Denoiser):
         return threshold_x0(self.denoiser(x, sigma, labels), self.percentile)
 
 
-__all__ = ["ThresholdedDenoiser", "threshold_x0"]
+__all__ = ["ThresholdedDenoiser", "check_percentile", "threshold_x0"]
