@@ -121,6 +121,10 @@ def test_train_digits_then_sample_one_class_with_guidance(tmp_path, capsys):
     saved = torch.load(tmp_path / "threes.pt")
     assert saved["samples"].shape == (4, 1, 8, 8) and saved["labels"].tolist() == [3, 3, 3, 3]
     assert "--class must lie in [0, 10)" in error_of(capsys, "sample", str(out / "checkpoints"), "--class", "10")
+    assert "guidance_scale must be a finite number; got nan" in error_of(
+        capsys, "sample", str(out / "checkpoints"), "--class", "3", "--guidance", "nan", "--out", str(tmp_path / "nan")
+    )
+    assert not (tmp_path / "nan.pt").exists()
     classifier = tmp_path / "classifier.pt"
     shown = run_in_process(capsys, "evaluate", str(out / "checkpoints"), "--n", "3", "--steps", "5",
                            "--classifier", str(classifier), "--no-progress")  # fmt: skip
@@ -204,3 +208,29 @@ def test_only_train_runs_under_torchrun(monkeypatch, capsys):
     monkeypatch.setenv("LOCAL_RANK", "1")
     message = error_of(capsys, "sample", "run/checkpoints")
     assert message == "error: only `train` runs under torchrun; run `sample` as one process"
+
+
+def one_line_failure(result: subprocess.CompletedProcess) -> str:
+    """The stderr of a failed command: one "error: ..." line (after one "warning: ..." line per warning)."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert lines[-1].startswith("error: ") and all(line.startswith("warning: ") for line in lines[:-1]), result.stderr
+    return lines[-1]
+
+
+def test_every_failure_is_one_line_and_a_nonzero_exit(moons_checkpoint, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("in the way")
+    line = one_line_failure(run_cli("sample", str(moons_checkpoint), "--out", str(a_file / "s"), "--no-progress"))
+    assert f"--out's folder {a_file} can't be written to" in line
+    line = one_line_failure(run_cli("train", "moons", "--epochs", "1", "--out", str(a_file / "run"), "--no-progress"))
+    assert "can't be written to" in line
+    line = one_line_failure(run_cli("evaluate", str(moons_checkpoint), "--n", "1", "--steps", "2", "--no-progress"))
+    assert "needs at least 2 samples" in line
+    only_corrupt = tmp_path / "only-corrupt"
+    only_corrupt.mkdir()
+    (only_corrupt / "checkpoint-step00000010.pt").write_bytes(b"not a checkpoint")
+    result = run_cli("sample", str(only_corrupt))
+    assert "no usable checkpoint" in one_line_failure(result)
+    assert result.stderr.startswith("warning: skipping unusable checkpoint") and "warnings.warn" not in result.stderr
+    assert "invalid int value" in one_line_failure(run_cli("sample", str(moons_checkpoint), "--steps", "many"))

@@ -19,18 +19,19 @@ Every process trains; rank 0 alone writes the checkpoints, samples, evaluates, w
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
-from diffusion_playground.data.downloads import DatasetNotFoundError
 from diffusion_playground.diffusion.backward import SAMPLERS
 from diffusion_playground.experiments import from_checkpoint as ckpt_tools
 from diffusion_playground.experiments.images import IMAGE_RECIPES, run_images
 from diffusion_playground.experiments.moons import MoonsConfig, run_moons
 from diffusion_playground.training import distributed
-from diffusion_playground.training.checkpoint import CheckpointError
 
 
 def _device(name: str) -> str:
@@ -64,8 +65,15 @@ def _add_sampling(parser: argparse.ArgumentParser, *, default_steps: int = 50) -
     _add_common(parser)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors in one line ("error: ... (see --help)") like every other CLI failure."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m diffusion_playground", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -128,7 +136,7 @@ def _print_written(paths: Sequence[Path | str | None]) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     if args.epochs is not None and args.epochs < 1:
-        raise SystemExit(f"--epochs must be >= 1; got {args.epochs}")
+        raise SystemExit(f"error: --epochs must be >= 1; got {args.epochs}")
     out = args.out or f"outputs/{args.dataset}"
     if args.dataset != "moons":
         result = run_images(
@@ -142,9 +150,9 @@ def _train(args: argparse.Namespace) -> None:
         _print_written([*result["paths"].values(), result["checkpoint"]])
         return
     if args.quick:
-        raise SystemExit("--quick shrinks the image experiments; moons is small already: use --epochs, --num-samples")
+        raise SystemExit("error: --quick shrinks the image experiments; moons is small already: use --epochs, --num-samples")
     if args.num_samples < 2:
-        raise SystemExit(f"--num-samples must be >= 2; got {args.num_samples}")
+        raise SystemExit(f"error: --num-samples must be >= 2; got {args.num_samples}")
     epochs = MoonsConfig.epochs if args.epochs is None else args.epochs
     result = run_moons(
         MoonsConfig(epochs=epochs, num_eval_samples=args.num_samples, seed=args.seed), out, device=args.device,
@@ -232,15 +240,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if context is not None and args.command != "train":
         raise SystemExit(f"error: only `train` runs under torchrun; run `{args.command}` as one process")
     try:
-        with distributed.main_rank_output(context):  # the other ranks would repeat rank 0's lines
+        with distributed.main_rank_output(context), warnings.catch_warnings():  # other ranks would repeat rank 0's lines
+            warnings.showwarning = _show_warning
             _COMMANDS[args.command](args)
-    except DatasetNotFoundError as error:  # its message names the files, the URLs and the folder
-        raise SystemExit(f"error: {error}") from None
-    except (FileNotFoundError, CheckpointError, ValueError) as error:
+    except _USER_ERRORS as error:  # every message says what was wrong and what to do: one line, no traceback
         raise SystemExit("error: " + " ".join(str(error).split())) from None
     finally:
         distributed.shutdown()  # leave the process group (train joined it) before the interpreter exits
     return 0
+
+
+# What bad input, a bad file or a full disk raise (OSError covers missing files, permissions, DatasetNotFoundError;
+# ValueError covers CheckpointError; ImportError an optional package that is missing; FloatingPointError a
+# diverged training run). Anything else is a bug and keeps its traceback.
+_USER_ERRORS = (OSError, ValueError, TypeError, ImportError, FloatingPointError)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+    """Warnings as one line on stderr ("warning: ..."), without the source line Python shows by default."""
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 if __name__ == "__main__":

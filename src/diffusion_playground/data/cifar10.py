@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffusion_playground.data.downloads import RemoteFile, dataset_error, find_or_download
+from diffusion_playground.data.downloads import DatasetNotFoundError, RemoteFile, dataset_error, find_or_download
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -38,6 +38,7 @@ _EXPECTED = (
     f"{_ARCHIVE.name}, or the folder {CIFAR10_FOLDER}/ extracted from it "
     f"({', '.join(_TRAIN_BATCHES + _TEST_BATCHES)})"
 )
+_READ_ERRORS = (ValueError, EOFError, OSError, zlib.error, tarfile.TarError)  # what gzip and tar raise on bad data
 _RECONSTRUCT = np.zeros(0).__reduce__()[0]  # numpy's array-unpickling function, wherever this numpy version keeps it
 
 
@@ -60,19 +61,34 @@ class _BatchUnpickler(pickle.Unpickler):
 
 
 def _read_batch(raw: bytes) -> tuple[Tensor, Tensor]:
-    """(images (N, 3, 32, 32) uint8, labels (N,) int64) from one pickled batch."""
-    batch = _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    """(images (N, 3, 32, 32) uint8, labels (N,) int64) from one pickled batch.
+
+    Raises:
+        ValueError: not a readable pickle, or not the arrays a batch holds.
+    """
+    try:
+        batch = _BatchUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except Exception as error:  # a damaged pickle can raise nearly anything (pickle's docs say so)
+        raise ValueError(f"it is not a readable pickle: {type(error).__name__}: {error}") from error
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
         raise ValueError("it is not a dict with b'data' and b'labels'")
-    data, labels = batch[b"data"], batch[b"labels"]
+    data, labels = batch[b"data"], np.asarray(batch[b"labels"])
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        found = f"{type(data).__name__} {getattr(data, 'shape', '')}"
+        found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else f"a {type(data).__name__}"
         raise ValueError(f"its data is {found}, expected a (N, 3072) uint8 array")
-    labels = torch.as_tensor(list(labels), dtype=torch.long)
-    if labels.shape != (data.shape[0],) or (labels.numel() and (labels.min() < 0 or labels.max() > 9)):
-        raise ValueError(f"it holds {data.shape[0]} images but labels of shape {tuple(labels.shape)} or outside 0..9")
+    if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
+        raise ValueError(f"its labels are {labels.dtype} {labels.shape}, expected a list of ints")
+    if len(labels) != len(data):
+        raise ValueError(f"it holds {len(data)} images but {len(labels)} labels")
+    outside = labels[(labels < 0) | (labels >= len(CIFAR10_CLASSES))]
+    if outside.size:
+        raise ValueError(f"a label is {outside[0]}, expected 0..9 (one of CIFAR-10's classes)")
     images = torch.from_numpy(np.ascontiguousarray(data)).reshape(-1, 3, 32, 32)  # (N, 3, 32, 32): R, G, B planes
-    return images, labels
+    return images, torch.from_numpy(labels.astype(np.int64))
+
+
+def _missing_batches(folder: Path, names: tuple[str, ...]) -> list[str]:
+    return [name for name in names if not (folder / name).is_file()]
 
 
 def _find_cifar10(names: tuple[str, ...]):
@@ -80,27 +96,50 @@ def _find_cifar10(names: tuple[str, ...]):
 
     def find(root: Path, remote: RemoteFile) -> Path | None:
         folder = root / CIFAR10_FOLDER
-        if all((folder / name).is_file() for name in names):
+        if not _missing_batches(folder, names):
             return folder
         return root / remote.name if (root / remote.name).is_file() else None
 
     return find
 
 
-def _read_raw_batches(source: Path, names: tuple[str, ...]) -> dict[str, bytes]:
-    """The bytes of each named batch, from the folder or from the archive in one streaming pass."""
-    if source.is_dir():
-        return {name: (source / name).read_bytes() for name in names}
+def _error(root: Path, reason: str) -> DatasetNotFoundError:
+    return dataset_error("CIFAR-10", root, [_ARCHIVE], reason, expected=_EXPECTED)
+
+
+def _corrupt(root: Path, what: object, detail: object) -> DatasetNotFoundError:
+    return _error(root, f"{what} is truncated or corrupt ({detail}); delete it and try again")
+
+
+def _folder_batches(root: Path, folder: Path, names: tuple[str, ...]) -> list[tuple[Tensor, Tensor]]:
+    """Each named batch from the extracted folder; an error names the batch to delete."""
+    batches = []
+    for name in names:
+        try:
+            batches.append(_read_batch((folder / name).read_bytes()))
+        except _READ_ERRORS as error:
+            raise _corrupt(root, f"{name} in {folder}", error) from error
+    return batches
+
+
+def _archive_batches(root: Path, archive: Path, names: tuple[str, ...]) -> list[tuple[Tensor, Tensor]]:
+    """Each named batch from the archive, in one streaming pass to its end (so a truncated end is noticed too);
+    an error names the archive to delete and the member it was reading."""
     wanted = {f"{CIFAR10_FOLDER}/{name}": name for name in names}
-    found = {}
-    with tarfile.open(source, "r:gz") as archive:
-        for member in archive:
-            if member.name in wanted and member.isfile():
-                found[wanted[member.name]] = archive.extractfile(member).read()
-    missing = sorted(set(names) - set(found))
+    batches, where = {}, "opening it"
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:
+                where = member.name
+                if member.name in wanted and member.isfile():
+                    batches[wanted[member.name]] = _read_batch(tar.extractfile(member).read())
+                where = f"after {member.name}"  # reading the next header
+    except _READ_ERRORS as error:
+        raise _corrupt(root, archive, f"{where}: {error}") from error
+    missing = [f"{CIFAR10_FOLDER}/{name}" for name in names if name not in batches]
     if missing:
-        raise ValueError(f"the archive lacks {', '.join(f'{CIFAR10_FOLDER}/{name}' for name in missing)}")
-    return found
+        raise _corrupt(root, archive, f"it lacks {', '.join(missing)}")
+    return [batches[name] for name in names]
 
 
 def load_cifar10(root: str | Path, train: bool = True, download: bool = False) -> tuple[Tensor, Tensor]:
@@ -116,18 +155,20 @@ def load_cifar10(root: str | Path, train: bool = True, download: bool = False) -
 
     Raises:
         DatasetNotFoundError: the files are missing (and download is False or failed), truncated or
-            corrupt; the message names the files, the URL and the folder.
+            corrupt; the message names the files (the batch, when one is at fault), the URL and the folder.
     """
+    root = Path(root).expanduser()
     names = _TRAIN_BATCHES if train else _TEST_BATCHES
+    folder = root / CIFAR10_FOLDER
+    missing = _missing_batches(folder, names)
+    if folder.is_dir() and missing and not (root / _ARCHIVE.name).is_file() and not download:
+        reason = f"the folder {folder.resolve()} is missing {', '.join(missing)}, and {_ARCHIVE.name} is not there"
+        raise _error(root, reason)
     (source,) = find_or_download(
         "CIFAR-10", root, [_ARCHIVE], download=download, find=_find_cifar10(names), expected=_EXPECTED
     )
-    try:
-        raw = _read_raw_batches(source, names)
-        batches = [_read_batch(raw[name]) for name in names]
-    except (ValueError, EOFError, OSError, zlib.error, tarfile.TarError, pickle.UnpicklingError) as error:
-        reason = f"{source} is truncated or corrupt ({error}); delete it and try again"
-        raise dataset_error("CIFAR-10", root, [_ARCHIVE], reason, expected=_EXPECTED) from error
+    read = _folder_batches if source.is_dir() else _archive_batches
+    batches = read(root, source, names)
     images = torch.cat([images for images, _ in batches]).float() / 127.5 - 1  # (N, 3, 32, 32), 0..255 -> [-1, 1]
     labels = torch.cat([labels for _, labels in batches])
     return images, labels

@@ -1,19 +1,21 @@
 """Finding a dataset's files in a folder, downloading them with an MD5 check, and the one error when neither works.
 
-A download goes to a hidden ``.<name>.part-<pid>`` file in the target folder and is ``os.replace``d
-under its real name only after its size and MD5 match, so an interrupted or corrupted download never
-leaves a file that looks valid; the partial file is removed on every failure.
+A download goes through :func:`~diffusion_playground.atomic_files.atomic_write` (a hidden ``.<name>.tmp-<pid>``
+in the target folder) and is ``os.replace``d under its real name only after its size and MD5 match, so an
+interrupted or corrupted download never leaves a file that looks valid; the partial file is removed on every
+failure, and the ones of killed downloads when the next one starts.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
-import os
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from diffusion_playground.atomic_files import atomic_write, remove_stale_temporary_files
 
 _CHUNK = 1 << 20
 
@@ -73,30 +75,27 @@ def download_file(remote: RemoteFile, root: str | Path, *, timeout: float = 60.0
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporary_files(root)
     destination = root / remote.name
-    partial = root / f".{remote.name}.part-{os.getpid()}"
     failures = []
     for url in remote.urls:
         print(f"downloading {url} -> {destination}")
         try:
             digest = hashlib.md5(usedforsecurity=False)
             size = 0
-            with urllib.request.urlopen(url, timeout=timeout) as response, open(partial, "wb") as handle:
+            with urllib.request.urlopen(url, timeout=timeout) as response, atomic_write(destination) as handle:
                 announced = getattr(response, "headers", {}).get("Content-Length")
                 while chunk := response.read(_CHUNK):
                     handle.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
-            if announced is not None and size != int(announced):
-                raise _BadDownload(f"truncated: received {size} of {announced} bytes")
-            if digest.hexdigest() != remote.md5:
-                raise _BadDownload(f"checksum mismatch: MD5 {digest.hexdigest()}, expected {remote.md5}")
-            os.replace(partial, destination)
+                if announced is not None and size != int(announced):  # raised inside: nothing is moved into place
+                    raise _BadDownload(f"truncated: received {size} of {announced} bytes")
+                if digest.hexdigest() != remote.md5:
+                    raise _BadDownload(f"checksum mismatch: MD5 {digest.hexdigest()}, expected {remote.md5}")
             return destination
         except (OSError, http.client.HTTPException, _BadDownload) as error:  # URLError and timeouts are OSErrors
             failures.append(f"{url}: {error}")
-        finally:
-            partial.unlink(missing_ok=True)
     raise OSError("; ".join(failures))
 
 

@@ -29,6 +29,7 @@ MNIST_MD5 = {  # of the .gz files, as published (also in torchvision's MNIST.res
 IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
 _NUM_CLASSES = 10
+_SIDE = 28  # MNIST images are 28x28
 
 
 def _remote(name: str) -> RemoteFile:
@@ -77,8 +78,8 @@ def load_mnist(root: str | Path, train: bool = True, download: bool = False) -> 
         download: fetch missing ``.gz`` files from the mirrors in ``MNIST_MIRRORS`` and check their MD5.
 
     Raises:
-        DatasetNotFoundError: a file is missing (and download is False or failed), truncated or corrupt;
-            the message names the files, the URL and the folder.
+        DatasetNotFoundError: a file is missing (and download is False or failed), truncated, corrupt or
+            holds images other than 28x28; the message names the files, the URL and the folder.
     """
     prefix = "train" if train else "t10k"
     files = [_remote(f"{prefix}-images-idx3-ubyte.gz"), _remote(f"{prefix}-labels-idx1-ubyte.gz")]
@@ -101,6 +102,9 @@ def load_mnist(root: str | Path, train: bool = True, download: bool = False) -> 
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         detail = f"it holds {tuple(images.shape)} images for {tuple(labels.shape)} labels in {label_path.name}"
         raise corrupt(image_path, detail)
+    if images.shape[1:] != (_SIDE, _SIDE):
+        height, width = images.shape[1:]
+        raise corrupt(image_path, f"it holds images of {height}x{width}, while MNIST images are {_SIDE}x{_SIDE}")
     if labels.numel() and labels.max() >= _NUM_CLASSES:
         raise corrupt(label_path, f"a label is {labels.max().item()}, not a digit 0..9")
     images = images.float()[:, None] / 127.5 - 1  # (N, 1, 28, 28), 0..255 -> [-1, 1]

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from diffusion_playground.atomic_files import atomic_write
 from diffusion_playground.data.mnist import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC
 
 MNIST_SAMPLE_SIZE = 5000
@@ -103,11 +104,9 @@ def write_mnist_sample_idx(root: str | Path) -> list[Path]:
     for prefix, (images, labels) in (("train", split["train"]), ("t10k", split["test"])):
         for name, data in ((f"{prefix}-images-idx3-ubyte", _idx_bytes(images, IDX_IMAGES_MAGIC)),
                            (f"{prefix}-labels-idx1-ubyte", _idx_bytes(labels, IDX_LABELS_MAGIC))):  # fmt: skip
-            path = root / name
-            temporary = path.with_name(path.name + ".partial")
-            temporary.write_bytes(data)
-            temporary.replace(path)  # a reader never sees half a file
-            paths.append(path)
+            with atomic_write(root / name) as handle:  # a reader never sees half a file
+                handle.write(data)
+            paths.append(root / name)
     return paths
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from diffusion_playground.checks import check_integer, check_real, labels_tensor
 from diffusion_playground.diffusion.denoiser import as_denoiser, as_time_model
 from diffusion_playground.diffusion.guidance import ClassifierFreeGuidance
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, vp_scale
@@ -155,15 +156,11 @@ def class_labels_tensor(
             f"class_labels were given but {type(model).__name__} is not class-conditional; "
             "use TimeAndClassConditionedModel to sample given classes"
         )
-    labels = torch.as_tensor(class_labels, device=device, dtype=torch.long)
+    labels = labels_tensor("class_labels", class_labels, num_classes, device)
     if labels.ndim == 0:
         labels = labels.expand(batch)
     if labels.shape != (batch,):
         raise ValueError(f"class_labels must be an int or hold one label per sample ({batch}); got shape {tuple(labels.shape)}")
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(
-            f"class labels must lie in [0, {num_classes}); got values from {labels.min().item()} to {labels.max().item()}"
-        )
     return labels
 
 
@@ -276,8 +273,11 @@ def generate_samples(
     if s_churn != 0.0 and sampler != "heun":
         raise ValueError(f"s_churn is the EDM (heun) sampler's parameter; got s_churn={s_churn} with sampler={sampler!r}")
     check_percentile(dynamic_threshold)  # before any work: the same check ThresholdedDenoiser makes
-    full_shape = tuple(shape) if num_samples is None else (int(num_samples), *tuple(shape))
-    if len(full_shape) < 2 or any(int(d) < 1 for d in full_shape):
+    guidance_scale = check_real("guidance_scale", guidance_scale, minimum=0.0)  # NaN would make every sample NaN
+    s_churn = check_real("s_churn", s_churn, minimum=0.0)
+    full_shape = tuple(shape) if num_samples is None else (check_integer("num_samples", num_samples, minimum=1), *tuple(shape))
+    full_shape = tuple(check_integer("shape", d) for d in full_shape)  # 2.7 is refused, not truncated
+    if len(full_shape) < 2 or any(d < 1 for d in full_shape):
         raise ValueError(
             f"need a batch of samples of positive size; got shape={tuple(shape)}, num_samples={num_samples} "
             "(pass the shape of one sample and num_samples, e.g. shape=(2,), num_samples=1000)"

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from diffusion_playground.checks import check_integer
 from diffusion_playground.diffusion.backward import class_labels_tensor, model_device
 from diffusion_playground.diffusion.training_utils import call_model, check_time_steps
 
@@ -379,7 +380,7 @@ class CategoricalDiffusion:
         Returns:
             a LongTensor of ``shape`` with values in [0, K), or ``(samples, trajectory)``.
         """
-        shape = tuple(int(d) for d in shape)
+        shape = tuple(check_integer("shape", d) for d in shape)  # 2.7 is refused, not truncated
         if len(shape) < 2 or any(d < 1 for d in shape):
             raise ValueError(f"shape must be a batch shape (B, ...) of positive sizes, e.g. (64, 4); got {shape}")
         device = torch.device(device) if device is not None else model_device(model)

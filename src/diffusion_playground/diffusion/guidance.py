@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from diffusion_playground.checks import check_real
 from diffusion_playground.diffusion.denoiser import NULL_LABEL, Denoiser
 
 
@@ -29,10 +30,8 @@ class ClassifierFreeGuidance(Denoiser):
                 f"classifier-free guidance needs a class-conditional model; {type(denoiser).__name__} has no "
                 "num_classes (train a TimeAndClassConditionedModel, or use guidance_scale=0)"
             )
-        if guidance_scale < 0:
-            raise ValueError(f"guidance_scale w must be >= 0 (0 = no guidance); got {guidance_scale}")
         self.denoiser = denoiser
-        self.guidance_scale = float(guidance_scale)
+        self.guidance_scale = check_real("guidance_scale w (0 = no guidance)", guidance_scale, minimum=0.0)
         self.num_classes = denoiser.num_classes
         self.discrete_schedule = getattr(denoiser, "discrete_schedule", None)
 

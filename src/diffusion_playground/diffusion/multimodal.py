@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from diffusion_playground.checks import check_integer
 from diffusion_playground.diffusion.backward import model_device, posterior_step, strided_posterior
 from diffusion_playground.diffusion.categorical import CategoricalDiffusion
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule
@@ -202,12 +203,13 @@ class MultimodalDiffusion:
             raise ValueError(f"shapes must name the parts {list(self.processes)} and given a subset of them; got {sorted(shapes)}, {sorted(given)}")
         if len(given) == len(self.processes):
             raise ValueError("every part is given: there is nothing to sample")
+        num_samples = check_integer("num_samples", num_samples, minimum=1)
         device = torch.device(device) if device is not None else model_device(model)
         processes = {name: copy.copy(process).to(device) for name, process in self.processes.items()}
         steps = list(range(self.T - 1, -1, -1))
         x = {}
         for name, process in processes.items():
-            shape = (int(num_samples), *map(int, shapes[name]))
+            shape = (num_samples, *(check_integer(f'shapes[{name!r}]', d, minimum=1) for d in shapes[name]))
             if name in given:
                 x[name] = given[name].to(device)
                 if tuple(x[name].shape) != shape:

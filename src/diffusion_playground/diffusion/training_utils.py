@@ -148,15 +148,24 @@ def weighted_errors(
 
 
 def call_model(model: nn.Module, x_t: Tensor, t: Tensor, labels: Tensor | None) -> Tensor:
-    """Call an unconditional ``model(x_t, t)`` or a class-conditional ``model(x_t, t, y)`` wrapper."""
+    """Call an unconditional ``model(x_t, t)`` or a class-conditional ``model(x_t, t, y)`` wrapper, and check that
+    the output has x_t's shape (any module, not only the package's wrappers: a broadcast loss would train on garbage)."""
     if getattr(model, "num_classes", None) is not None:
-        return model(x_t, t, labels)
-    if labels is not None:
+        output = model(x_t, t, labels)
+    elif labels is not None:
         raise ValueError(
             f"labels were given but {type(model).__name__} is not class-conditional; "
             "wrap the backbone in TimeAndClassConditionedModel(backbone, num_classes) to use labels"
         )
-    return model(x_t, t)
+    else:
+        output = model(x_t, t)
+    if not isinstance(output, Tensor) or output.shape != x_t.shape:
+        got = f"shape {tuple(output.shape)}" if isinstance(output, Tensor) else f"a {type(output).__name__}"
+        raise ValueError(
+            f"{type(model).__name__} returned {got} for an input x_t of shape {tuple(x_t.shape)}; a denoiser's "
+            "output must have its input's shape (one prediction of eps, x0 or v per value)"
+        )
+    return output
 
 
 __all__ = [

@@ -16,6 +16,7 @@ report the real-test-vs-real-train distance as the floor.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from diffusion_playground.training.checkpoint import save_checkpoint_atomic
+from diffusion_playground.training.checkpoint import CheckpointError, load_verified, save_checkpoint_atomic
 
 _CACHE_FORMAT = 1
 
@@ -79,8 +80,12 @@ def load_or_train_classifier(
     """The classifier cached at ``cache_path``, or one trained on (images, labels) and saved there."""
     cache_path = Path(cache_path)
     if cache_path.is_file():
-        state = torch.load(cache_path, map_location="cpu", weights_only=True)
-        if state.get("format") == _CACHE_FORMAT and state["config"]["in_channels"] == images.shape[1]:
+        try:
+            state = load_verified(cache_path)
+        except CheckpointError as error:  # a damaged cache is rebuilt, not trusted
+            warnings.warn(f"training the classifier again: {error}", RuntimeWarning, stacklevel=2)
+            state = {}
+        if isinstance(state, dict) and state.get("format") == _CACHE_FORMAT and state["config"]["in_channels"] == images.shape[1]:
             model = SmallCNN(**state["config"])
             model.load_state_dict(state["weights"])
             return model.to(device).eval()

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from diffusion_playground.atomic_files import ensure_writable_folder
 from diffusion_playground.data.moons import load_moons
 from diffusion_playground.diffusion.backward import SAMPLERS, generate_samples
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule
@@ -105,10 +106,10 @@ def _grid_layout(trained: TrainedModel, options: SamplingOptions, count: int) ->
 
 def write_samples(trained: TrainedModel, options: SamplingOptions, out: str | Path, *, show_progress: bool = True) -> list[Path]:
     """Samples as ``<out>.pt`` (a dict of tensors) and ``<out>.png`` (a scatter or an image grid); returns both paths."""
-    samples, labels, _ = draw_samples(trained, options, show_progress=show_progress)
     out = Path(out)
     tensor_path, figure_path = out.with_suffix(".pt"), out.with_suffix(".png")
-    tensor_path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_writable_folder(out.parent, "--out's folder")  # before sampling, not after
+    samples, labels, _ = draw_samples(trained, options, show_progress=show_progress)
     torch.save({"samples": samples, "labels": labels}, tensor_path)
     title = f"{options.sampler}, {options.steps or trained.schedule.T} steps"
     if trained.is_points:
@@ -122,6 +123,7 @@ def write_samples(trained: TrainedModel, options: SamplingOptions, out: str | Pa
 
 def evaluate_points(trained: TrainedModel, options: SamplingOptions, *, show_progress: bool = True) -> dict[str, float]:
     """Sliced W2 and MMD^2 of the samples vs fresh moons, with the data-vs-data floor (see evaluation.metrics)."""
+    _check_sample_count(options.num_samples or 2000)
     samples, _, _ = draw_samples(trained, options, show_progress=show_progress)
     n = samples.shape[0]
     real = load_moons(n, noise=MoonsConfig.noise, seed=options.seed + 1001)
@@ -143,16 +145,25 @@ def evaluate_images(
             f"image metrics need a class-conditional model of a known dataset ({dict(RECIPE_OF_SHAPE)}); "
             f"this checkpoint makes {trained.shape} images, class-conditional: {trained.num_classes is not None}"
         )
+    _check_sample_count((options.num_samples or 8) * (1 if options.class_label is not None else trained.num_classes))
+    trained_now = not Path(classifier_path).is_file()
+    if trained_now:
+        ensure_writable_folder(Path(classifier_path).parent, "the classifier cache's folder")
     recipe = IMAGE_RECIPES[trained.dataset]
     train_images, train_labels = recipe.load(data_root, True, download)
     test_images, test_labels = recipe.load(data_root, False, download)
-    trained_now = not Path(classifier_path).is_file()
     device = next(trained.model.parameters()).device
     classifier = load_or_train_classifier(
         classifier_path, train_images, train_labels, trained.num_classes, device=device, show_progress=show_progress
     )
     samples, labels, _ = draw_samples(trained, options, show_progress=show_progress)
     return classifier_metrics(classifier, samples, labels, train_images, test_images, test_labels), trained_now
+
+
+def _check_sample_count(total: int) -> None:
+    """The metrics compare two distributions: they need at least two samples to estimate one."""
+    if total < 2:
+        raise ValueError(f"evaluating needs at least 2 samples to compare with the data; got {total} (raise --n)")
 
 
 def animate_checkpoint(
@@ -164,8 +175,9 @@ def animate_checkpoint(
         raise ValueError(f"--frames {frames} needs at least {frames - 1} sampling steps; got --steps {options.steps}")
     if not trained.is_points and options.num_samples is None:
         options = SamplingOptions(**{**options.__dict__, "num_samples": 1 if options.class_label is None else 8})
-    _, _, trajectory = draw_samples(trained, options, show_progress=show_progress, return_trajectory=True)
     path = Path(out).with_suffix(".gif")
+    ensure_writable_folder(path.parent, "--out's folder")
+    _, _, trajectory = draw_samples(trained, options, show_progress=show_progress, return_trajectory=True)
     if trained.is_points:  # the learned field as arrows under the points, at each frame's noise level
         sigmas = step_sigmas(trained.schedule, options.steps, SAMPLERS[options.sampler].step_schedule)
         extra = {"field": (trained.model, trained.schedule), "sigmas": sigmas}

@@ -2,18 +2,22 @@
 
 A checkpoint is one ``checkpoint-step{step:08d}.pt`` file per save. It is written to a temporary
 file in the same folder, flushed to disk, then ``os.replace``d into place, so a crash during a save
-leaves the previous checkpoint intact and never a half-written file under a checkpoint's name.
+leaves the previous checkpoint intact and never a half-written file under a checkpoint's name. Every
+record of the archive carries a CRC-32 that is verified on reading, so a file damaged later (bit rot, a
+bad copy) is reported as corrupt rather than loaded with changed weights.
 Everything in it is plain tensors, numbers, strings, lists and dicts, so it loads with
 ``torch.load(weights_only=True)`` (no arbitrary code runs when a file is opened).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import re
 import time
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from diffusion_playground.atomic_files import atomic_write, ensure_writable_folder, remove_stale_temporary_files
+from diffusion_playground.checks import check_integer
 from diffusion_playground.diffusion.categorical import CategoricalDiffusion
 from diffusion_playground.diffusion.multimodal import MultimodalDiffusion
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, schedule_from_config
@@ -30,6 +36,11 @@ from diffusion_playground.models.time_and_class_conditioned_model import TimeAnd
 from diffusion_playground.models.time_conditioned_model import TimeConditionedModel
 
 CHECKPOINT_FORMAT_VERSION = 1
+# what train_denoiser writes in every checkpoint, and what resuming and load_checkpoint read
+CHECKPOINT_KEYS = (
+    "model", "ema", "ema_num_updates", "optimizer", "lr_scheduler", "grad_scaler", "step", "epoch", "step_in_epoch",
+    "losses", "epoch_losses", "rng", "model_config", "noise_schedule", "train_config",
+)  # fmt: skip
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-step(\d+)\.pt$")
 _WRAPPERS: dict[str, type[nn.Module]] = {
     "TimeConditionedModel": TimeConditionedModel,
@@ -56,51 +67,74 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
 
 
 def save_checkpoint_atomic(state: dict[str, Any], path: str | Path) -> Path:
-    """torch.save to a temporary file, fsync, then os.replace: readers see the old file or the new one, never a part."""
+    """torch.save through :func:`~diffusion_playground.atomic_files.atomic_write`: readers see the old file or the
+    new one, never a part. Each record of the archive carries its CRC-32, which :func:`read_checkpoint` checks."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    crc32 = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(True)  # the checksums are what tells bit rot from a good file
     try:
-        with open(tmp, "wb") as handle:
+        with atomic_write(path) as handle:
             torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_directory(path.parent)
+        torch.serialization.set_crc32_options(crc32)
     return path
 
 
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where directories can't be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def prepare_checkpoint_dir(directory: str | Path) -> Path:
+    """Create ``directory`` if needed, check that files can be written in it, and remove the temporary files of
+    saves killed mid-write: run before training, so a bad folder fails at once rather than after an epoch."""
+    directory = ensure_writable_folder(directory, "checkpoint_dir")
+    remove_stale_temporary_files(directory)
+    return directory
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load one checkpoint file, raising :class:`CheckpointError` with the reason when it can't be used."""
+def _check_archive(path: Path) -> None:
+    """CheckpointError unless every record of the zip archive torch.save wrote matches its stored CRC-32.
+
+    torch.load itself does not check them: a flipped byte inside a tensor would load as a changed weight.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()  # reads every record, compares its CRC-32
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as error:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated ({type(error).__name__}: {error}); "
+            "delete it to resume from the previous one"
+        ) from error
+    if damaged is not None:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt: its record {damaged} fails the CRC-32 check (the file changed after it "
+            "was written: bit rot or a bad copy); delete it to resume from the previous one"
+        )
+
+
+def load_verified(path: str | Path, map_location: str | torch.device = "cpu", *, mmap: bool = False) -> Any:
+    """torch.load(weights_only=True) of a file :func:`save_checkpoint_atomic` wrote, after checking its CRC-32s;
+    a CheckpointError (with the reason) for a damaged, truncated or foreign file."""
+    path = Path(path)
+    _check_archive(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except Exception as error:  # bad pickle, disk error: all mean "unusable"
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated ({type(error).__name__}: {error}); "
+            "delete it to resume from the previous one"
+        ) from error
+
+
+def read_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", *, mmap: bool = False
+) -> dict[str, Any]:
+    """Load one checkpoint file, raising :class:`CheckpointError` with the reason when it can't be used.
+
+    The archive's checksums are verified first; ``mmap=True`` leaves the tensors on disk (to check a file cheaply).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"no checkpoint file at {path}; pass a checkpoint-step*.pt file or the checkpoint_dir of a training run"
         )
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # truncated zip, bad pickle, disk error: all mean "unusable"
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or truncated ({type(error).__name__}: {error}); "
-            "delete it to resume from the previous one"
-        ) from error
+    state = load_verified(path, map_location, mmap=mmap)
     if not isinstance(state, dict) or "format_version" not in state:
         raise CheckpointError(f"{path} is not a diffusion_playground checkpoint (no format_version)")
     if state["format_version"] != CHECKPOINT_FORMAT_VERSION:
@@ -109,7 +143,33 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"format {CHECKPOINT_FORMAT_VERSION}; load it with the package version that wrote it "
             f"({state.get('package_version', 'unknown')})"
         )
+    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path} is incomplete: it has no {', '.join(missing)} (not written by train_denoiser?); "
+            "use a checkpoint a training run wrote"
+        )
     return state
+
+
+def is_valid_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a checkpoint :func:`read_checkpoint` accepts (checksums verified, tensors left on disk);
+    remembered per (path, size, modification time), so pruning after each save re-reads only new files."""
+    path = Path(path)
+    try:
+        info = path.stat()
+    except OSError:
+        return False
+    return _is_valid_checkpoint(str(path), info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _is_valid_checkpoint(path: str, size: int, mtime_ns: int) -> bool:
+    try:
+        read_checkpoint(path, mmap=True)
+    except (CheckpointError, OSError):
+        return False
+    return True
 
 
 def read_newest_valid_checkpoint(
@@ -137,9 +197,18 @@ def move_aside_old_checkpoints(directory: str | Path) -> Path | None:
 
 
 def prune_checkpoints(directory: str | Path, keep_last: int) -> None:
-    """Delete all but the ``keep_last`` newest checkpoints."""
-    for path in list_checkpoints(directory)[keep_last:]:
-        path.unlink(missing_ok=True)
+    """Keep the ``keep_last`` newest *valid* checkpoints and delete the older files.
+
+    Only valid checkpoints count: a corrupt or foreign file named like a newer checkpoint neither takes a slot
+    nor causes a good checkpoint to be deleted (it stays where it is, and resuming skips it with a warning).
+    """
+    keep_last = check_integer("keep_last", keep_last, minimum=1)
+    kept = 0
+    for path in list_checkpoints(directory):
+        if kept >= keep_last:
+            path.unlink(missing_ok=True)
+        elif is_valid_checkpoint(path):
+            kept += 1
 
 
 # ---------------------------------------------------------------------------- random number generators

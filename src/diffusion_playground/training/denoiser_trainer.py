@@ -22,7 +22,7 @@ import contextlib
 import copy
 import math
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from diffusion_playground.checks import check_integer, check_real, labels_tensor
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule
 from diffusion_playground.diffusion.training_utils import LossWeighting, denoising_loss
 from diffusion_playground.training import acceleration, distributed
@@ -92,6 +93,7 @@ class _Batches:
     batch_size: int
     seed: int
     device: torch.device
+    float_dtype: torch.dtype  # floating-point batches of a DataLoader are cast to it (the model's dtype)
 
     def __len__(self) -> int:
         if not isinstance(self.data, DataLoader):
@@ -110,7 +112,15 @@ class _Batches:
         _seed_loader_for_epoch(self.data, self.seed, epoch)
         for i, batch in enumerate(self.data):
             if i >= skip:
-                yield _split_batch(batch, self.device)
+                yield _split_batch(batch, self.device, self.float_dtype)
+
+
+def _loader_length(loader: DataLoader) -> int | None:
+    """len(loader), or None for a DataLoader over an iterable dataset without a length."""
+    try:
+        return len(loader)
+    except TypeError:
+        return None
 
 
 def _num_rows(data: TensorData) -> int:
@@ -130,7 +140,7 @@ def _seed_loader_for_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
         sampler.generator.manual_seed(seed * 1_000_003 + epoch)
 
 
-def _split_batch(batch: Any, device: torch.device) -> tuple[Tensor, Tensor | None]:
+def _split_batch(batch: Any, device: torch.device, float_dtype: torch.dtype) -> tuple[Tensor, Tensor | None]:
     if isinstance(batch, Tensor):
         x, y = batch, None
     elif isinstance(batch, (list, tuple)) and 1 <= len(batch) <= 2 and isinstance(batch[0], Tensor):
@@ -140,16 +150,31 @@ def _split_batch(batch: Any, device: torch.device) -> tuple[Tensor, Tensor | Non
             "a DataLoader given to train_denoiser must yield tensors x or pairs (x, y) of tensors; "
             f"got a batch of type {type(batch).__name__}"
         )
-    return x.to(device, non_blocking=True), (y.to(device, non_blocking=True) if y is not None else None)
+    x = x.to(device, dtype=float_dtype if x.is_floating_point() else None, non_blocking=True)
+    return x, (y.to(device, non_blocking=True) if y is not None else None)
+
+
+def _parameter_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's floating-point weights (float32 unless the user converted it)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
 def _check_dataset(
-    model: nn.Module, data: TensorData | DataLoader, labels: Tensor | None, process: NoiseSchedule | CorruptionProcess
-) -> None:
+    model: nn.Module,
+    data: TensorData | DataLoader,
+    labels: Tensor | Sequence[int] | None,
+    process: NoiseSchedule | CorruptionProcess,
+) -> Tensor | None:
+    """Refuse data the trainer can't use, with the reason; return the labels as a long tensor (or None)."""
     if isinstance(data, DataLoader):
         if labels is not None:
             raise ValueError("labels=... goes with a tensor dataset; a DataLoader should yield (x, y) pairs instead")
-        return
+        if _loader_length(data) == 0:
+            raise ValueError(
+                f"the DataLoader yields no batches (dataset of {len(data.dataset)} samples, batch_size={data.batch_size}, "
+                f"drop_last={data.drop_last}); use a smaller batch_size or drop_last=False"
+            )
+        return None
     if isinstance(data, Mapping):
         if not hasattr(process, "check_x0"):  # a NoiseSchedule has none
             raise TypeError(
@@ -159,7 +184,7 @@ def _check_dataset(
         process.check_x0(data)
         if labels is not None:
             raise ValueError("with a dict dataset the labels are one of its parts; do not pass labels=...")
-        return
+        return None
     if not isinstance(data, Tensor):
         raise TypeError(f"data must be a tensor (N, ...) or a torch DataLoader; got {type(data).__name__}")
     if data.ndim < 2 or data.shape[0] == 0:
@@ -176,21 +201,33 @@ def _check_dataset(
         raise ValueError("data contains NaN or infinite values; clean or re-normalise it before training")
     num_classes = getattr(model, "num_classes", None)
     if labels is None:
-        return
+        return None
     if num_classes is None:
         raise ValueError(
             f"labels were given but {type(model).__name__} is not class-conditional; "
             "wrap the backbone in TimeAndClassConditionedModel(backbone, num_classes)"
         )
-    if labels.shape != (data.shape[0],) or labels.is_floating_point():
-        raise ValueError(
-            f"labels must be an integer tensor of shape ({data.shape[0]},), one per sample; "
-            f"got shape {tuple(labels.shape)}, dtype {labels.dtype}"
-        )
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(
-            f"labels must lie in [0, {num_classes}); got values from {labels.min().item()} to {labels.max().item()}"
-        )
+    labels = labels_tensor("labels", labels, num_classes)  # a list of ints is fine; 1.7 or a float tensor is not
+    if labels.shape != (data.shape[0],):
+        raise ValueError(f"labels must hold one label per sample, shape ({data.shape[0]},); got shape {tuple(labels.shape)}")
+    return labels
+
+
+def _check_settings(**settings: Any) -> None:
+    """Every numeric setting of train_denoiser, before any work: a clear error instead of a frozen or lost run."""
+    for name in ("epochs", "batch_size", "keep_last", "log_every"):
+        check_integer(name, settings[name], minimum=1)  # keep_last=0 would delete the checkpoint just written
+    for name in ("save_every", "save_every_steps", "max_steps"):
+        if settings[name] is not None:
+            check_integer(f"{name} (None to turn it off)", settings[name], minimum=1)
+    if settings["warmup_steps"] is not None:
+        check_integer("warmup_steps", settings["warmup_steps"], minimum=0)
+    check_real("lr", settings["lr"], minimum=0.0, strict=True)
+    if settings["grad_clip_norm"] is not None:  # 0 would scale every gradient to 0: the weights would never move
+        check_real("grad_clip_norm (None for no clipping)", settings["grad_clip_norm"], minimum=0.0, strict=True)
+    check_real("ema_decay", settings["ema_decay"], minimum=0.0, maximum=1.0)
+    check_real("weight_decay", settings["weight_decay"], minimum=0.0)
+    check_real("min_snr_gamma", settings["min_snr_gamma"], minimum=0.0, strict=True)
 
 
 def _lr_lambda(schedule: LRSchedule, warmup_steps: int, total_steps: int):
@@ -246,11 +283,13 @@ def train_denoiser(
     Args:
         model: a TimeConditionedModel or TimeAndClassConditionedModel around any backbone.
         data: a tensor (N, ...) of training samples, or a DataLoader yielding x or (x, y) batches; for a
-            MultimodalDiffusion a dict ``{part: (N, ...) tensor}``.
+            MultimodalDiffusion a dict ``{part: (N, ...) tensor}``. Floating-point data of another dtype than the
+            model's weights (float64, float16) is cast to it.
         noise_schedule: a NoiseSchedule (trained with :func:`denoising_loss`), or a corruption process such as
             :class:`~diffusion_playground.diffusion.categorical.CategoricalDiffusion` (integer data), trained with
             its own ``noise_schedule.training_loss(model, x0, labels=y, generator=...)``; see :class:`CorruptionProcess`.
-        labels: (N,) class labels for a tensor dataset (class-conditional training); None otherwise.
+        labels: (N,) integer class labels (a tensor or a list of ints) for a tensor dataset (class-conditional
+            training); None otherwise.
         epochs: total number of passes over the data (a resumed run continues up to this number).
         lr: peak learning rate of AdamW.
         batch_size: batch size for a tensor dataset (a DataLoader brings its own). Under torchrun it is the
@@ -258,7 +297,8 @@ def train_denoiser(
         checkpoint_dir: folder for ``checkpoint-step*.pt`` files; None disables checkpointing.
         save_every: save every this many epochs (None: only by steps and at the end).
         save_every_steps: also save every this many optimizer steps.
-        keep_last: how many of the newest checkpoints to keep.
+        keep_last: how many of the newest valid checkpoints to keep (>= 1); files that are not valid checkpoints
+            never count (see :func:`~diffusion_playground.training.checkpoint.prune_checkpoints`).
         resume: continue from the newest valid checkpoint in ``checkpoint_dir``; with False, existing
             checkpoints are moved into a ``previous-*`` subfolder and training starts over.
         grad_clip_norm: clip the global gradient norm to this value (None: no clipping).
@@ -287,14 +327,19 @@ def train_denoiser(
         a :class:`TrainingHistory` with the losses and the EMA model.
 
     Raises:
+        ValueError, TypeError: a setting or the data can't be used (checked before the first step); resuming
+            from a checkpoint written with another schedule, target, batch size, seed or model.
+        OSError: ``checkpoint_dir`` can't be written to (checked before the first step).
         FloatingPointError: the loss became NaN or infinite; the message names the step, and the
             last checkpoint written before it is left untouched.
     """
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1; got {epochs}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}")
-    _check_dataset(model, data, labels, noise_schedule)
+    _check_settings(
+        epochs=epochs, batch_size=batch_size, lr=lr, keep_last=keep_last, save_every=save_every,
+        save_every_steps=save_every_steps, grad_clip_norm=grad_clip_norm, ema_decay=ema_decay,
+        weight_decay=weight_decay, warmup_steps=warmup_steps, min_snr_gamma=min_snr_gamma, max_steps=max_steps,
+        log_every=log_every,
+    )  # fmt: skip
+    labels = _check_dataset(model, data, labels, noise_schedule)
     context, device = distributed.setup(device)  # None unless started by torchrun with WORLD_SIZE > 1
     if context is not None and not isinstance(noise_schedule, NoiseSchedule):
         raise NotImplementedError(
@@ -318,12 +363,13 @@ def train_denoiser(
     forward_model = distributed.wrap(model, device) if context is not None else model
     forward_model = torch.compile(forward_model) if compile else forward_model
     noise_schedule = copy.copy(noise_schedule).to(device)  # the caller's schedule stays where it is
+    float_dtype = _parameter_dtype(model)  # float64 or float16 data is cast to the model's dtype, batch by batch
     if isinstance(data, Tensor):
-        data = data.to(device)
+        data = data.to(device, dtype=float_dtype if data.is_floating_point() else None)
         labels = labels.to(device) if labels is not None else None
     elif isinstance(data, Mapping):
         data = {name: part.to(device) for name, part in data.items()}
-    batches = _Batches(data, labels, batch_size, seed, device)
+    batches = _Batches(data, labels, batch_size, seed, device, float_dtype)
     steps_per_epoch = len(batches)
     total_steps = epochs * steps_per_epoch
     if warmup_steps is None:
@@ -345,10 +391,13 @@ def train_denoiser(
         "loss_weighting": loss_weighting, "grad_clip_norm": grad_clip_norm, "weight_decay": weight_decay,
         "world_size": 1 if context is None else context.world_size,
         "data": "dataloader" if isinstance(data, DataLoader) else "tensor",
+        "prediction_type": getattr(model, "prediction_type", None),
     }  # fmt: skip
 
     if checkpoint_dir is not None:
         checkpoint_dir = Path(checkpoint_dir)
+        if is_main:  # a file in the way or a folder without write permission fails here, not after an epoch
+            ckpt.prepare_checkpoint_dir(checkpoint_dir)
         if resume:
             with distributed.main_rank_output(context):
                 found = _read_newest_checkpoint(checkpoint_dir, device, context)
@@ -356,8 +405,9 @@ def train_denoiser(
                 history.checkpoint_path, state = found
                 with distributed.main_rank_output(context):
                     step_in_epoch = _restore(
-                        state, model, ema, optimizer, scheduler, scaler, noise_generator, history, train_config
-                    )
+                        state, model, ema, optimizer, scheduler, scaler, noise_generator, history, train_config,
+                        noise_schedule.config(),
+                    )  # fmt: skip
                     print(f"Resuming from {history.checkpoint_path} (epoch {history.epoch}, step {history.step})")
         elif is_main:
             aside = ckpt.move_aside_old_checkpoints(checkpoint_dir)
@@ -541,9 +591,22 @@ def _restore(
     noise_generator: torch.Generator,
     history: TrainingHistory,
     train_config: dict[str, Any],
+    schedule_config: dict[str, Any],
 ) -> int:
     """Fill everything from a checkpoint; return the position within the current epoch."""
     saved = state["train_config"]
+    if state["noise_schedule"] != schedule_config:
+        raise ValueError(
+            f"the checkpoint {history.checkpoint_path} was trained with the noise schedule {_describe(state['noise_schedule'])} "
+            f"but this call has {_describe(schedule_config)}; resume with the checkpoint's schedule, or pass resume=False "
+            "(or another checkpoint_dir) to start over"
+        )
+    if saved.get("prediction_type", train_config["prediction_type"]) != train_config["prediction_type"]:
+        raise ValueError(
+            f"the checkpoint {history.checkpoint_path} was trained to predict {saved['prediction_type']!r} but this "
+            f"model predicts {train_config['prediction_type']!r}; build the wrapper with "
+            f"prediction_type={saved['prediction_type']!r}, or pass resume=False (or another checkpoint_dir) to start over"
+        )
     saved_world_size = saved.get("world_size", 1)
     if saved.get("data") == "dataloader" and saved_world_size != train_config["world_size"]:
         raise ValueError(
@@ -588,6 +651,12 @@ def _restore(
             stacklevel=3,
         )
     return state["step_in_epoch"]
+
+
+def _describe(config: dict[str, Any]) -> str:
+    """A schedule's config in a line: its name and settings (a custom schedule's betas summarised)."""
+    shown = {key: (f"[{len(value)} values]" if isinstance(value, list) else value) for key, value in config.items()}
+    return ", ".join(f"{key}={value}" for key, value in shown.items())
 
 
 def _package_version() -> str:
