@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from image_files import write_mnist
 from PIL import Image
 
 from diffusion_playground.__main__ import main
+from diffusion_playground import load_checkpoint
 from diffusion_playground.data.fake_files import write_fake_cifar10
 
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # torch reads these: one thread per subprocess
@@ -234,3 +236,20 @@ def test_every_failure_is_one_line_and_a_nonzero_exit(moons_checkpoint, tmp_path
     assert "no usable checkpoint" in one_line_failure(result)
     assert result.stderr.startswith("warning: skipping unusable checkpoint") and "warnings.warn" not in result.stderr
     assert "invalid int value" in one_line_failure(run_cli("sample", str(moons_checkpoint), "--steps", "many"))
+
+
+def test_ctrl_c_during_training_is_one_line_and_the_checkpoints_stay_usable(tmp_path):
+    out = tmp_path / "moons"
+    command = [sys.executable, "-m", "diffusion_playground", "train", "moons", "--epochs", "500", "--out", str(out), "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ONE_THREAD)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((out / "checkpoints").glob("checkpoint-step*.pt")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines() == ["error: interrupted; run the same command again to resume from the last checkpoint"]
+    assert load_checkpoint(out / "checkpoints", device="cpu") is not None

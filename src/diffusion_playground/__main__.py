@@ -245,6 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _COMMANDS[args.command](args)
     except _USER_ERRORS as error:  # every message says what was wrong and what to do: one line, no traceback
         raise SystemExit("error: " + " ".join(str(error).split())) from None
+    except KeyboardInterrupt:  # Ctrl-C: the checkpoints written so far are complete (atomic); `train` resumes from them
+        again = "; run the same command again to resume from the last checkpoint" if args.command == "train" else ""
+        print(f"error: interrupted{again}", file=sys.stderr)
+        return 130
     finally:
         distributed.shutdown()  # leave the process group (train joined it) before the interpreter exits
     return 0

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from diffusion_playground.atomic_files import ensure_writable_folder
+from diffusion_playground.atomic_files import atomic_write, ensure_writable_folder
 from diffusion_playground.data.moons import load_moons
 from diffusion_playground.diffusion.backward import SAMPLERS, generate_samples
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule
@@ -110,7 +110,8 @@ def write_samples(trained: TrainedModel, options: SamplingOptions, out: str | Pa
     tensor_path, figure_path = out.with_suffix(".pt"), out.with_suffix(".png")
     ensure_writable_folder(out.parent, "--out's folder")  # before sampling, not after
     samples, labels, _ = draw_samples(trained, options, show_progress=show_progress)
-    torch.save({"samples": samples, "labels": labels}, tensor_path)
+    with atomic_write(tensor_path) as handle:
+        torch.save({"samples": samples, "labels": labels}, handle)
     title = f"{options.sampler}, {options.steps or trained.schedule.T} steps"
     if trained.is_points:
         real = load_moons(samples.shape[0], noise=MoonsConfig.noise, seed=options.seed + 1001)
