@@ -127,6 +127,13 @@ def test_train_digits_then_sample_one_class_with_guidance(tmp_path, capsys):
         capsys, "sample", str(out / "checkpoints"), "--class", "3", "--guidance", "nan", "--out", str(tmp_path / "nan")
     )
     assert not (tmp_path / "nan.pt").exists()
+    assert "samples came out NaN or infinite" in error_of(
+        capsys, "sample", str(out / "checkpoints"), "--class", "3", "--guidance", "1e300", "--out", str(tmp_path / "inf")
+    )
+    assert not (tmp_path / "inf.pt").exists()
+    assert "is not a classifier cache" in error_of(
+        capsys, "evaluate", str(out / "checkpoints"), "--n", "3", "--steps", "5", "--classifier", str(out / "checkpoints")
+    )
     classifier = tmp_path / "classifier.pt"
     shown = run_in_process(capsys, "evaluate", str(out / "checkpoints"), "--n", "3", "--steps", "5",
                            "--classifier", str(classifier), "--no-progress")  # fmt: skip
@@ -236,6 +243,16 @@ def test_every_failure_is_one_line_and_a_nonzero_exit(moons_checkpoint, tmp_path
     assert "no usable checkpoint" in one_line_failure(result)
     assert result.stderr.startswith("warning: skipping unusable checkpoint") and "warnings.warn" not in result.stderr
     assert "invalid int value" in one_line_failure(run_cli("sample", str(moons_checkpoint), "--steps", "many"))
+    assert "--seed must lie in 0 .. 2**32 - 1" in one_line_failure(run_cli("sample", str(moons_checkpoint), "--seed", "99999999999999999999"))
+    assert "are for the image datasets" in one_line_failure(run_cli("train", "moons", "--data", "somewhere"))
+    assert "are for image checkpoints" in one_line_failure(run_cli("evaluate", str(moons_checkpoint), "--classifier", "c.pt"))
+
+
+def test_out_naming_a_folder_writes_into_it(moons_checkpoint, tmp_path, capsys):
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    shown = run_in_process(capsys, "sample", str(moons_checkpoint), "--n", "50", "--steps", "3", "--out", str(folder), "--no-progress")
+    assert shown.splitlines()[-2:] == [f"  {folder / 'samples.png'}", f"  {folder / 'samples.pt'}"]
 
 
 def test_ctrl_c_during_training_is_one_line_and_the_checkpoints_stay_usable(tmp_path):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import zipfile
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -217,3 +218,137 @@ class WrongShape(nn.Module):
 def test_any_model_whose_output_shape_differs_from_x_is_refused(schedule, points):
     with pytest.raises(ValueError, match=r"WrongShape returned shape \(32, 1\) for an input x_t of shape \(32, 2\)"):
         train_denoiser(WrongShape(), points, schedule, epochs=1, **FAST)
+
+
+# ----------------------------------------------------------------------------------- the siblings of the cases above
+
+
+def test_the_classifier_cache_never_overwrites_a_file_that_is_not_one(tmp_path, schedule, points):
+    from diffusion_playground.evaluation.classifier import load_or_train_classifier
+
+    train_denoiser(tiny_model(schedule.T), points, schedule, epochs=1, checkpoint_dir=tmp_path / "run", **FAST)
+    checkpoint = tmp_path / "run" / "checkpoint-step00000008.pt"
+    text = tmp_path / "notes.txt"
+    text.write_text("my notes")
+    images, labels = torch.zeros(4, 1, 8, 8), torch.arange(4)
+    for path in (checkpoint, text, tmp_path / "run"):
+        before = path.read_bytes() if path.is_file() else None
+        with pytest.raises(ValueError, match="not a classifier cache"):
+            load_or_train_classifier(path, images, labels, 4, epochs=1)
+        assert before is None or path.read_bytes() == before
+    assert load_checkpoint(tmp_path / "run") is not None
+
+
+def test_resuming_with_another_lr_weight_decay_or_loss_weighting_is_refused(tmp_path, schedule, points):
+    train_denoiser(tiny_model(schedule.T), points, schedule, epochs=1, checkpoint_dir=tmp_path, **FAST)
+    for setting in (dict(lr=0.5), dict(weight_decay=0.3), dict(loss_weighting="min_snr"), dict(ema_decay=0.9)):
+        key, value = next(iter(setting.items()))
+        with pytest.raises(ValueError, match=f"written with {key}=.* but this call has {key}={value}"):
+            train_denoiser(tiny_model(schedule.T), points, schedule, epochs=2, checkpoint_dir=tmp_path, **FAST, **setting)
+
+
+def test_load_checkpoint_refuses_a_given_model_that_would_read_the_weights_wrongly(tmp_path, schedule, points):
+    train_denoiser(tiny_model(schedule.T), points, schedule, epochs=1, checkpoint_dir=tmp_path, **FAST)
+    with pytest.raises(ValueError, match="trained with prediction_type='eps' but the given model has prediction_type='v'"):
+        load_checkpoint(tmp_path, tiny_model(schedule.T, prediction_type="v"))
+    with pytest.raises(ValueError, match="num_time_steps=50 but the given model has num_time_steps=1000"):
+        load_checkpoint(tmp_path, tiny_model(1000))
+    assert load_checkpoint(tmp_path, tiny_model(schedule.T)) is not None
+
+
+def test_non_finite_samples_are_reported(schedule):
+    model = TimeAndClassConditionedModel(MLPBackbone(2, cond_dim=16, hidden_dim=16), 2, time_emb_dim=16, num_time_steps=schedule.T)
+    nn.init.normal_(model.backbone.output[1].weight)  # a model whose class matters, so guidance moves the samples
+    with pytest.warns(RuntimeWarning, match="4 of 4 samples contain NaN or infinite values"):
+        generate_samples(model, schedule, (2,), 4, class_labels=0, guidance_scale=1e300, sampler="ddim", steps=3)
+
+
+def test_samplers_refuse_non_finite_or_malformed_sigmas(schedule):
+    from diffusion_playground.diffusion.optimal_denoiser import OptimalDenoiser
+    from diffusion_playground.diffusion.samplers import sample_euler, sample_heun
+
+    denoiser, x = OptimalDenoiser(torch.randn(16, 2)), torch.randn(4, 2)
+    for sigmas in (torch.tensor([5.0, float("nan"), 0.0]), torch.tensor([float("inf"), 1.0, 0.0]), torch.tensor([[5.0, 1.0, 0.0]])):
+        with pytest.raises(ValueError, match="sigmas must be a 1-D tensor of finite noise levels"):
+            sample_euler(denoiser, x, sigmas)
+    for churn in (float("nan"), -1.0):
+        with pytest.raises(ValueError, match="s_churn"):
+            sample_heun(denoiser, x, torch.tensor([5.0, 1.0, 0.0]), s_churn=churn)
+
+
+def test_floats_are_refused_where_integers_are_meant(schedule, points):
+    from diffusion_playground import LinearNoiseSchedule as Linear
+    from diffusion_playground import sample_xt
+    from diffusion_playground.diffusion.backward import sample_ddpm
+    from diffusion_playground.diffusion.optimal_denoiser import OptimalDenoiser
+
+    with pytest.raises(ValueError, match="t must be an integer tensor"):
+        sample_xt(points, schedule, torch.tensor([0.5] * 256))
+    with pytest.raises(TypeError, match="time_steps must be an integer"):
+        sample_ddpm(tiny_model(schedule.T), torch.randn(4, 2), schedule, time_steps=[40.7, 10.2, 0])
+    with pytest.raises(TypeError, match="labels must be integer class labels"):
+        OptimalDenoiser(points, torch.rand(256) * 2)
+    with pytest.raises(TypeError, match="num_time_steps must be an integer"):
+        tiny_model(50.5)
+    with pytest.raises(TypeError, match="data_dim must be an integer"):
+        MLPBackbone(data_dim=2.5)
+    assert Linear(np.int64(10)).T == 10  # numpy and 0-dim torch integers are integers
+    assert generate_samples(tiny_model(schedule.T), schedule, (2,), 3, sampler="ddim", steps=np.int64(3)).shape == (3, 2)
+
+
+def test_bad_objects_are_named_not_dereferenced(schedule, points):
+    from diffusion_playground.diffusion.thresholding import ThresholdedDenoiser
+
+    model = tiny_model(schedule.T)
+    cases = [
+        (lambda: generate_samples(model, None, (2,), 4), TypeError, "noise_schedule must be the NoiseSchedule"),
+        (lambda: generate_samples(model, schedule, (2,), 4, generator=42), TypeError, "generator must be a torch.Generator"),
+        (lambda: generate_samples(model, schedule, (2,), 4, sampler="ddim", eta=None), TypeError, "eta must be a real number"),
+        (lambda: generate_samples(model, schedule, (2,), 4, sampler=["ddim"]), ValueError, "sampler must be one of"),
+        (lambda: generate_samples(model, schedule, (2,), 4, device="foo"), ValueError, "device must be 'cpu', 'cuda'"),
+        (lambda: train_denoiser(model, points, None, epochs=1, **FAST), TypeError, "noise_schedule must be a NoiseSchedule"),
+        (lambda: train_denoiser(MLPBackbone(2), points, schedule, epochs=1, **FAST), TypeError, "MLPBackbone is a backbone"),
+        (lambda: train_denoiser(model, points, schedule, epochs=1, seed=2.5, **FAST), TypeError, "seed must be an integer"),
+        (lambda: train_denoiser(model, points, schedule, epochs=1, seed=2**63, **FAST), ValueError, "seed must be <="),
+        (lambda: ThresholdedDenoiser(model), TypeError, "ThresholdedDenoiser wraps a Denoiser"),
+        (lambda: LinearNoiseSchedule.scaled(10), ValueError, "scaled needs time_steps >= 20"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((lambda: generate_samples(model, schedule, (2,), 4, device="cuda"), ValueError, "torch sees no CUDA GPU"))
+    for call, error, message in cases:
+        with pytest.raises(error, match=message):
+            call()
+
+
+def test_a_dataloader_of_integers_is_refused_for_a_gaussian_schedule(schedule):
+    loader = DataLoader(TensorDataset(torch.randint(0, 5, (64, 2))), batch_size=32)
+    with pytest.raises(TypeError, match="yields x of dtype torch.int64; a Gaussian noise schedule needs floating-point"):
+        train_denoiser(tiny_model(schedule.T), loader, schedule, epochs=1, show_progress=False, device="cpu")
+
+
+def test_metrics_refuse_what_would_make_them_nan(points):
+    from diffusion_playground.evaluation.metrics import mmd_rbf, sample_quality, sliced_wasserstein
+
+    a, b, c = points[:100], points[100:200], points[200:]
+    with pytest.raises(ValueError, match="num_projections must be >= 1"):
+        sample_quality(a, b, c[:100], num_projections=0)
+    for bandwidth in (0.0, float("nan")):
+        with pytest.raises(ValueError, match="bandwidth"):
+            mmd_rbf(a, b, bandwidth)
+    with pytest.raises(ValueError, match="median pairwise distance of 0"):
+        mmd_rbf(a, torch.zeros(50, 2))
+    with pytest.raises(ValueError, match="real_reference is the same sample as real"):
+        sample_quality(a, b, b)
+    with pytest.raises(ValueError, match="the same dimension"):
+        sliced_wasserstein(a, torch.randn(100, 3))
+    float32 = torch.nn.functional.normalize(torch.randn(2, 8), dim=0)
+    assert sliced_wasserstein(a, b, directions=float32) == pytest.approx(sliced_wasserstein(a, b, directions=float32.double()))
+
+
+def test_plots_refuse_points_that_are_not_2d_and_empty_grids(schedule):
+    from diffusion_playground.visualization import plot_image_grid, plot_samples_2d
+
+    with pytest.raises(ValueError, match=r"2-D points, shape \(N, 2\); got \(50, 3\)"):
+        plot_samples_2d(torch.randn(50, 3), torch.randn(50, 2))
+    with pytest.raises(ValueError, match="N >= 1"):
+        plot_image_grid(torch.randn(0, 1, 8, 8), 3)

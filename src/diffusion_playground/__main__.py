@@ -40,12 +40,19 @@ def _device(name: str) -> str:
     return name
 
 
+def _seed(text: str) -> int:
+    seed = int(text)  # argparse turns a ValueError here into "invalid _seed value"
+    if not 0 <= seed < 2**32:
+        raise argparse.ArgumentTypeError(f"--seed must lie in 0 .. 2**32 - 1; got {seed}")
+    return seed
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", type=_device, choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu",
         help="where to run (default: %(default)s)",
     )  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--seed", type=_seed, default=0, help="random seed, 0 to 2**32 - 1 (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
 
@@ -107,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="draw samples from a checkpoint: a PNG figure and a .pt tensor")
     _add_sampling(sample)
-    sample.add_argument("--out", default="outputs/samples", help="output path without suffix (default: %(default)s)")
+    sample.add_argument("--out", default="outputs/samples", help="output path without suffix, or a folder to write samples.png/.pt in (default: %(default)s)")
 
     evaluate = commands.add_parser(
         "evaluate", help="measure a checkpoint's samples (points: sliced W2 and MMD^2 vs fresh moons; "
@@ -123,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling(animate)
     animate.add_argument("--frames", type=int, default=40, help="frames of the GIF (default: %(default)s)")
     animate.add_argument("--fps", type=int, default=10, help="frames per second (default: %(default)s)")
-    animate.add_argument("--out", default="outputs/reverse_process", help="output path, .gif added (default: %(default)s)")
+    animate.add_argument("--out", default="outputs/reverse_process", help="output path, .gif added, or a folder to write reverse_process.gif in (default: %(default)s)")
     return parser
 
 
@@ -149,6 +156,10 @@ def _train(args: argparse.Namespace) -> None:
               f"{result['sample_seconds']:.0f} s on {args.device}.")  # fmt: skip
         _print_written([*result["paths"].values(), result["checkpoint"]])
         return
+    ignored = [flag for flag, used in (("--data", args.data != "data"), ("--download", args.download),
+                                       ("--recipe", args.recipe != "auto")) if used]  # fmt: skip
+    if ignored:
+        raise SystemExit(f"error: {', '.join(ignored)} are for the image datasets; moons is generated, not read")
     if args.quick:
         raise SystemExit("error: --quick shrinks the image experiments; moons is small already: use --epochs, --num-samples")
     if args.num_samples < 2:
@@ -200,6 +211,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     if not trained.is_points:
         _evaluate_images(args, trained, options)
         return
+    if args.classifier is not None or args.data != "data" or args.download:
+        raise ValueError("--classifier, --data and --download are for image checkpoints; this one makes 2-D points")
     quality = ckpt_tools.evaluate_points(trained, options, show_progress=not args.no_progress)
     n = options.num_samples or 2000
     print(f"{options.sampler}, {options.steps} steps:")

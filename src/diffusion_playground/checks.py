@@ -33,8 +33,8 @@ def check_real(
     return value
 
 
-def check_integer(name: str, value: int, *, minimum: int | None = None) -> int:
-    """``value`` as an int, or an error naming ``name`` unless it is an integer (not a float such as 2.7) >= minimum."""
+def check_integer(name: str, value: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an int, or an error naming ``name`` unless it is an integer (not a float such as 2.7) in range."""
     if isinstance(value, Tensor) and value.ndim == 0 and not value.is_floating_point():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
@@ -42,7 +42,24 @@ def check_integer(name: str, value: int, *, minimum: int | None = None) -> int:
     value = int(value)
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}; got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}; got {value}")
     return value
+
+
+def check_device(device: torch.device | str) -> torch.device:
+    """``device`` as a torch.device, or a ValueError saying why it can't be used here (no CUDA, a bad name)."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'mps'; got {device!r}") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={str(device)!r} was asked for but torch sees no CUDA GPU; use device='cpu'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device={str(device)!r}: torch sees {torch.cuda.device_count()} CUDA GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device='mps' was asked for but this machine has no Apple GPU; use device='cpu'")
+    return device
 
 
 def labels_tensor(
@@ -71,4 +88,4 @@ def labels_tensor(
     return tensor
 
 
-__all__ = ["check_integer", "check_real", "labels_tensor"]
+__all__ = ["check_device", "check_integer", "check_real", "labels_tensor"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -17,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from diffusion_playground.checks import check_integer, check_real, labels_tensor
+from diffusion_playground.checks import check_device, check_integer, check_real, labels_tensor
 from diffusion_playground.diffusion.denoiser import as_denoiser, as_time_model
 from diffusion_playground.diffusion.guidance import ClassifierFreeGuidance
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, vp_scale
@@ -95,7 +96,7 @@ def sample_ddpm(
 def _check_ddpm_time_steps(time_steps: Sequence[int] | Tensor | None, num_time_steps: int) -> list[int]:
     if time_steps is None:
         return list(range(num_time_steps - 1, -1, -1))
-    steps = [int(t) for t in torch.as_tensor(time_steps).reshape(-1)]
+    steps = [check_integer("time_steps", t) for t in torch.as_tensor(time_steps).reshape(-1)]  # 40.7 is refused
     if not steps or any(b >= a for a, b in zip(steps, steps[1:])) or steps[-1] < 0 or steps[0] >= num_time_steps:
         raise ValueError(
             f"time_steps must be a non-empty strictly decreasing sequence in [0, {num_time_steps}); got {steps[:8]}"
@@ -184,7 +185,7 @@ SAMPLERS: dict[str, SamplerSpec] = {
 
 def check_sampler(sampler: str) -> SamplerSpec:
     """The registry entry of ``sampler``, or a ValueError listing the choices."""
-    if sampler not in SAMPLERS:
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {tuple(SAMPLERS)}; got {sampler!r}")
     return SAMPLERS[sampler]
 
@@ -262,11 +263,16 @@ def generate_samples(
         samples of shape (B, *shape) in data space, or ``(samples, trajectory)``.
     """
     spec = check_sampler(sampler)
+    if not isinstance(noise_schedule, NoiseSchedule):
+        raise TypeError(
+            f"noise_schedule must be the NoiseSchedule the model was trained with; got {type(noise_schedule).__name__} "
+            "(categorical and multimodal processes sample with their own process.sample(...))"
+        )
     if steps is not None:
         check_num_steps(steps)
     elif sigma_min is not None or sigma_max is not None:
         raise ValueError("sigma_min / sigma_max set the range of a few-step grid; pass steps as well (steps=None walks every trained step)")
-    if not 0.0 <= eta <= 1.0:
+    if not 0.0 <= check_real("eta", eta) <= 1.0:
         raise ValueError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM-like); got {eta}")
     if eta != 0.0 and sampler != "ddim":
         raise ValueError(f"eta is DDIM's parameter; got eta={eta} with sampler={sampler!r} (use sampler='ddim')")
@@ -282,7 +288,7 @@ def generate_samples(
             f"need a batch of samples of positive size; got shape={tuple(shape)}, num_samples={num_samples} "
             "(pass the shape of one sample and num_samples, e.g. shape=(2,), num_samples=1000)"
         )
-    device = torch.device(device) if device is not None else model_device(model)
+    device = check_device(device) if device is not None else model_device(model)
     labels = class_labels_tensor(model, class_labels, full_shape[0], device)
     if guidance_scale != 0.0 and labels is None:
         raise ValueError(f"guidance_scale={guidance_scale} needs class_labels to guide towards (and a class-conditional model)")
@@ -324,8 +330,11 @@ def generate_samples(
                 result = samples, trajectory * scale
     finally:
         model.train(was_training)
+    samples = result[0] if return_trajectory else result
+    bad = int((~torch.isfinite(samples.flatten(1))).any(dim=1).sum())
+    if bad:  # e.g. a huge guidance_scale, or a model that diverged: say so rather than return NaN quietly
+        warnings.warn(f"{bad} of {samples.shape[0]} samples contain NaN or infinite values", RuntimeWarning, stacklevel=3)
     if return_trajectory:
-        samples, trajectory = result
-        return samples, trajectory.cpu()  # (N + 1, B, ...)
+        return samples, result[1].cpu()  # (N + 1, B, ...)
     return result
 

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from diffusion_playground.checks import check_integer, check_real
+
 if TYPE_CHECKING:
     from diffusion_playground.diffusion.categorical import CategoricalDiffusion
     from diffusion_playground.diffusion.multimodal import MultimodalDiffusion
@@ -134,6 +136,7 @@ class LinearNoiseSchedule(NoiseSchedule):
 
     def __init__(self, time_steps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> None:
         _check_time_steps(time_steps)
+        beta_start, beta_end = check_real("beta_start", beta_start), check_real("beta_end", beta_end)
         if not 0.0 < beta_start <= beta_end < 1.0:
             raise ValueError(
                 f"need 0 < beta_start <= beta_end < 1; got beta_start={beta_start}, beta_end={beta_end}"
@@ -146,6 +149,8 @@ class LinearNoiseSchedule(NoiseSchedule):
         """Ho et al.'s endpoints scaled by 1000 / T, so that sum_t beta_t, and hence alpha_bar_{T-1} ~ 0,
         stay about the same for any T (the "linear" schedule of Nichol & Dhariwal 2021's code)."""
         _check_time_steps(time_steps)
+        if time_steps < 20:  # 0.02 * 1000 / T would reach 1: beta_t = 1 destroys the signal in one step
+            raise ValueError(f"LinearNoiseSchedule.scaled needs time_steps >= 20 (beta_end = 0.02 * 1000 / T < 1); got {time_steps}")
         scale = 1000 / time_steps
         return cls(time_steps, beta_start=1e-4 * scale, beta_end=0.02 * scale)
 
@@ -163,9 +168,9 @@ class CosineNoiseSchedule(NoiseSchedule):
 
     def __init__(self, time_steps: int, s: float = 0.008, max_beta: float = 0.999) -> None:
         _check_time_steps(time_steps)
-        if s < 0:
+        if not check_real("the cosine offset s", s) >= 0:
             raise ValueError(f"the cosine offset s must be >= 0; got s={s}")
-        if not 0.0 < max_beta < 1.0:
+        if not 0.0 < check_real("max_beta", max_beta) < 1.0:
             raise ValueError(f"max_beta must lie in (0, 1); got {max_beta}")
         self.s, self.max_beta = float(s), float(max_beta)
         steps = torch.arange(time_steps + 1, dtype=torch.float64)
@@ -179,8 +184,7 @@ class CosineNoiseSchedule(NoiseSchedule):
 
 
 def _check_time_steps(time_steps: int) -> None:
-    if not isinstance(time_steps, int) or isinstance(time_steps, bool) or time_steps < 1:
-        raise ValueError(f"time_steps (T) must be an integer >= 1; got {time_steps!r}")
+    check_integer("time_steps (T)", time_steps, minimum=1)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import math
 import torch
 from torch import Tensor
 
+from diffusion_playground.checks import check_integer, labels_tensor
 from diffusion_playground.diffusion.denoiser import NULL_LABEL, Denoiser
 
 _DIRECT_DIMENSIONS = 16  # up to this data dimension, distances come from differences (q, n, D) instead of a matmul
@@ -47,8 +48,9 @@ class OptimalDenoiser(Denoiser):
         if not isinstance(data, Tensor) or data.ndim < 2 or data.shape[0] < 1:
             shape = tuple(data.shape) if isinstance(data, Tensor) else type(data).__name__
             raise ValueError(f"data must be a tensor of shape (N >= 1, ...); got {shape}")
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
+        if not data.is_floating_point() or not bool(torch.isfinite(data).all()):
+            raise ValueError("data must be floating-point and finite (no NaN or inf): every sample would be NaN")
+        check_integer("chunk_size", chunk_size, minimum=1)
         dimension = data[0].numel()
         self.direct_differences = dimension <= _DIRECT_DIMENSIONS
         dtype = dtype or (torch.float32 if self.direct_differences else torch.float64)
@@ -58,7 +60,7 @@ class OptimalDenoiser(Denoiser):
         self.data_shape = tuple(data.shape[1:])
         self.chunk_size = int(chunk_size)
         if labels is not None:
-            labels = torch.as_tensor(labels, dtype=torch.long)
+            labels = labels_tensor("labels", labels, num_classes=torch.iinfo(torch.long).max)  # floats refused
             if labels.shape != (data.shape[0],) or labels.min() < 0:
                 raise ValueError(f"labels must be ({data.shape[0]},) non-negative ints; got shape {tuple(labels.shape)}")
             self.num_classes = int(labels.max()) + 1

@@ -25,6 +25,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from diffusion_playground.checks import check_real
 from diffusion_playground.diffusion.denoiser import Denoiser
 from diffusion_playground.diffusion.noise_schedule import alpha_bar_from_sigma
 from diffusion_playground.diffusion.step_schedules import snap_to_time_steps
@@ -43,7 +44,9 @@ class _Steps:
     """Bookkeeping shared by every sampler: checks the sigmas, calls the callback, records the trajectory."""
 
     def __init__(self, x: Tensor, sigmas: Tensor, callback: SigmaCallback | None, return_trajectory: bool) -> None:
-        sigmas = torch.as_tensor(sigmas).detach().reshape(-1)
+        sigmas = torch.as_tensor(sigmas).detach()
+        if sigmas.ndim != 1 or not bool(torch.isfinite(sigmas).all()):
+            raise ValueError(f"sigmas must be a 1-D tensor of finite noise levels; got shape {tuple(sigmas.shape)}: {sigmas.flatten().tolist()[:8]}")
         if sigmas.numel() < 2 or float(sigmas[-1]) != 0.0 or bool((sigmas[:-1] <= 0).any()):
             raise ValueError(f"sigmas must be a 1-D tensor of N >= 1 positive levels followed by 0; got {sigmas.tolist()[:8]}")
         if bool((sigmas[1:] >= sigmas[:-1]).any()):
@@ -124,6 +127,8 @@ def sample_heun(
     (``denoiser.discrete_schedule`` set) sigma_hat is snapped up to a trained level, so the noise added matches the
     level the network sees.
     """
+    check_real("s_churn", s_churn, minimum=0.0)
+    check_real("s_noise", s_noise, minimum=0.0)
     steps = _Steps(x, sigmas, callback, return_trajectory)
     schedule = getattr(denoiser, "discrete_schedule", None)
     for i in range(len(steps)):

@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from diffusion_playground.checks import check_integer, check_real
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, nearest_time_step
 
 StepSchedule = Literal["uniform", "karras"]
@@ -25,9 +26,8 @@ DEFAULT_SIGMA_MAX = 80.0
 
 
 def check_num_steps(num_steps: int) -> None:
-    """Raise a ValueError unless num_steps is an int >= 1."""
-    if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
-        raise ValueError(f"the number of sampling steps must be an integer >= 1; got {num_steps!r}")
+    """Raise a ValueError unless num_steps is an integer >= 1 (a TypeError for 2.5 or "5")."""
+    check_integer("the number of sampling steps", num_steps, minimum=1)
 
 
 def uniform_time_steps(num_time_steps: int, num_steps: int, *, first: int | None = None, last: int = 0) -> Tensor:
@@ -63,10 +63,10 @@ def karras_sigmas(num_steps: int, sigma_min: float, sigma_max: float, rho: float
     rho = 7 spends most steps at small sigma, where the ODE's curvature is largest. Shape (N + 1,), ending in 0.
     """
     check_num_steps(num_steps)
+    sigma_min, sigma_max = check_real("sigma_min", sigma_min), check_real("sigma_max", sigma_max)  # NaN, inf refused
     if not 0 < sigma_min <= sigma_max:
         raise ValueError(f"need 0 < sigma_min <= sigma_max; got sigma_min={sigma_min}, sigma_max={sigma_max}")
-    if rho <= 0:
-        raise ValueError(f"rho must be > 0; got {rho}")
+    rho = check_real("rho", rho, minimum=0.0, strict=True)
     if num_steps == 1:
         return torch.tensor([sigma_max, 0.0])
     ramp = torch.linspace(0, 1, num_steps, dtype=torch.float64)

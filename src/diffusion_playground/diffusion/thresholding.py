@@ -54,6 +54,11 @@ class ThresholdedDenoiser(Denoiser):
     def __init__(self, denoiser: Denoiser, percentile: float | None = None) -> None:
         super().__init__()
         check_percentile(percentile)
+        if not isinstance(denoiser, Denoiser):
+            raise TypeError(
+                f"ThresholdedDenoiser wraps a Denoiser D(x, sigma); got a {type(denoiser).__name__}: pass "
+                "as_denoiser(model, schedule), or use generate_samples(..., clip_denoised=True)"
+            )
         self.denoiser = denoiser
         self.percentile = percentile
         self.num_classes = denoiser.num_classes

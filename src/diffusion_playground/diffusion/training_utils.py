@@ -55,16 +55,19 @@ def sample_xt(
     if t is None:
         t = sample_time_steps(batch, noise_schedule, x0.device, generator)
     else:
-        t = torch.as_tensor(t, device=x0.device, dtype=torch.long)
+        t = torch.as_tensor(t, device=x0.device)  # checked as given: 2.7 is refused, not truncated to 2
         if t.ndim == 0:
             t = t.expand(batch)
         check_time_steps(t, noise_schedule.T, batch)
+        t = t.long()
     noise = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
     return q_sample(x0, noise_schedule, t, noise), noise, t
 
 
 def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     """N(0, I) noise of x's shape, drawn on the generator's device (so a CPU generator seeds CUDA runs too)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)); got {generator!r}")
     device = generator.device if generator is not None else x.device
     return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
 

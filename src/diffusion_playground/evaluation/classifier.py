@@ -16,7 +16,6 @@ report the real-test-vs-real-train distance as the floor.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import torch
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from diffusion_playground.atomic_files import ensure_writable_folder
 from diffusion_playground.training.checkpoint import CheckpointError, load_verified, save_checkpoint_atomic
 
 _CACHE_FORMAT = 1
@@ -79,19 +79,30 @@ def load_or_train_classifier(
 ) -> SmallCNN:  # fmt: skip
     """The classifier cached at ``cache_path``, or one trained on (images, labels) and saved there."""
     cache_path = Path(cache_path)
-    if cache_path.is_file():
-        try:
-            state = load_verified(cache_path)
-        except CheckpointError as error:  # a damaged cache is rebuilt, not trusted
-            warnings.warn(f"training the classifier again: {error}", RuntimeWarning, stacklevel=2)
-            state = {}
-        if isinstance(state, dict) and state.get("format") == _CACHE_FORMAT and state["config"]["in_channels"] == images.shape[1]:
+    if cache_path.exists():
+        state = _read_cache(cache_path)  # refuses a file that is not a classifier cache: it is never overwritten
+        if state["config"]["in_channels"] == images.shape[1]:
             model = SmallCNN(**state["config"])
             model.load_state_dict(state["weights"])
             return model.to(device).eval()
+    else:
+        ensure_writable_folder(cache_path.parent, "the classifier cache's folder")  # before training, not after
     model = train_classifier(images, labels, num_classes, device=device, **training)
     save_checkpoint_atomic({"format": _CACHE_FORMAT, "config": model.config, "weights": model.state_dict()}, cache_path)
     return model
+
+
+def _read_cache(path: Path) -> dict:
+    """The cached classifier's state, or a ValueError for a file that is not a readable cache: a checkpoint or any
+    other file passed by mistake is never overwritten (nor is a damaged cache, which might be something else)."""
+    what_to_do = "delete it to train the classifier again, or pass another path (default outputs/classifiers/DATASET.pt)"
+    try:
+        state = load_verified(path) if path.is_file() else None
+    except CheckpointError as error:
+        raise ValueError(f"{path} is damaged or not a classifier cache ({error}); {what_to_do}") from error
+    if not isinstance(state, dict) or state.get("format") != _CACHE_FORMAT:
+        raise ValueError(f"{path} exists and is not a classifier cache of this package; {what_to_do}")
+    return state
 
 
 @torch.no_grad()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from diffusion_playground.checks import check_integer, check_real
+
 _CHUNK = 2048
 
 
@@ -22,9 +24,18 @@ def _check_points(name: str, x: Tensor) -> None:
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
+def _check_pair(x: Tensor, y: Tensor) -> None:
+    """Two point clouds of the same dimension (the metrics compare them point against point)."""
+    _check_points("x", x)
+    _check_points("y", y)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"x and y must have the same dimension; got x of shape {tuple(x.shape)}, y of {tuple(y.shape)}")
+
+
 def median_bandwidth(x: Tensor, max_points: int = 2000) -> float:
     """Median pairwise distance of (a subsample of) x, the median heuristic (Gretton et al. 2012, section 8)."""
     _check_points("x", x)
+    check_integer("max_points", max_points, minimum=2)
     x = x[:max_points].double()
     distances = torch.cdist(x, x)
     upper = distances[torch.triu(torch.ones_like(distances, dtype=torch.bool), diagonal=1)]
@@ -46,10 +57,11 @@ def mmd_rbf(x: Tensor, y: Tensor, bandwidth: float | None = None) -> float:
     MMD^2 = E k(x, x') + E k(y, y') - 2 E k(x, y),  k(a, b) = exp(-||a - b||^2 / (2 h^2)),
     h = the median pairwise distance of y (the reference sample) unless given.
     """
-    _check_points("x", x)
-    _check_points("y", y)
+    _check_pair(x, y)
     x, y = x.double(), y.double().to(x.device)
-    h = bandwidth if bandwidth is not None else median_bandwidth(y)
+    h = check_real("bandwidth", bandwidth, minimum=0.0, strict=True) if bandwidth is not None else median_bandwidth(y)
+    if h == 0.0:
+        raise ValueError("the reference sample y has a median pairwise distance of 0 (its points coincide); pass bandwidth=")
     return _mean_rbf_kernel(x, x, h) + _mean_rbf_kernel(y, y, h) - 2 * _mean_rbf_kernel(x, y, h)
 
 
@@ -73,10 +85,8 @@ def sliced_wasserstein(
     where the 1-D W_2 between two equal-size samples pairs their sorted values.
     The larger sample is subsampled (with ``generator``) when the sizes differ.
     """
-    _check_points("x", x)
-    _check_points("y", y)
-    if num_projections < 1:
-        raise ValueError(f"num_projections must be >= 1; got {num_projections}")
+    _check_pair(x, y)
+    check_integer("num_projections", num_projections, minimum=1)
     x, y = x.double(), y.double().to(x.device)
     n = min(x.shape[0], y.shape[0])
     if x.shape[0] > n:
@@ -85,7 +95,9 @@ def sliced_wasserstein(
         y = y[torch.randperm(y.shape[0], generator=generator)[:n]]
     if directions is None:
         directions = random_directions(x.shape[1], num_projections, generator)
-    directions = directions.to(x.device)
+    if directions.ndim != 2 or directions.shape[0] != x.shape[1]:
+        raise ValueError(f"directions must have shape (dim={x.shape[1]}, P); got {tuple(directions.shape)}")
+    directions = directions.to(x.device, torch.float64)
     x_sorted = (x @ directions).sort(dim=0).values  # (n, P)
     y_sorted = (y @ directions).sort(dim=0).values  # (n, P)
     return float((x_sorted - y_sorted).square().mean().sqrt())
@@ -103,8 +115,9 @@ def sample_quality(
         ``sliced_wasserstein``, ``sliced_wasserstein_floor``, ``sliced_wasserstein_ratio``,
         ``mmd2``, ``mmd2_floor``, ``mmd2_ratio``.
     """
-    for name, value in (("generated", generated), ("real", real), ("real_reference", real_reference)):
-        _check_points(name, value)
+    _check_pair(generated, real)
+    _check_pair(real_reference, real)
+    check_integer("num_projections", num_projections, minimum=1)
     generator = torch.Generator().manual_seed(seed)
     directions = random_directions(real.shape[1], num_projections, generator)
     bandwidth = median_bandwidth(real)
@@ -114,6 +127,8 @@ def sample_quality(
         "mmd2": mmd_rbf(generated, real, bandwidth),
         "mmd2_floor": mmd_rbf(real_reference, real, bandwidth),
     }
+    if result["sliced_wasserstein_floor"] == 0.0:
+        raise ValueError("real_reference is the same sample as real: the floor is 0; draw an independent second sample")
     result["sliced_wasserstein_ratio"] = result["sliced_wasserstein"] / result["sliced_wasserstein_floor"]
     result["mmd2_ratio"] = result["mmd2"] / result["mmd2_floor"]
     return result

@@ -6,6 +6,7 @@ Its backbone's ``input_shape`` tells the kind: ``(2,)`` is a 2-D point model (mo
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def draw_samples(
             clip_denoised=options.clip_denoised and not trained.is_points,
         )  # fmt: skip
         samples, trajectory = result if return_trajectory else (result, None)
-        return samples.cpu(), None, trajectory
+        return _finite(samples.cpu(), options), None, trajectory
     if options.class_label is not None and not 0 <= options.class_label < trained.num_classes:
         raise ValueError(f"--class must lie in [0, {trained.num_classes}); got {options.class_label}")
     classes = None if options.class_label is None else [options.class_label]
@@ -90,7 +91,26 @@ def draw_samples(
         guidance_scale=options.guidance_scale, classes=classes, generator=generator, show_progress=show_progress,
         return_trajectory=return_trajectory, clip_denoised=options.clip_denoised,
     )  # fmt: skip
-    return result if return_trajectory else (*result, None)
+    samples, labels, trajectory = result if return_trajectory else (*result, None)
+    return _finite(samples, options), labels, trajectory
+
+
+def _output_stem(out: str | Path, name: str) -> Path:
+    """``--out`` as a path without suffix: a folder (existing, or written with a trailing /) gets ``name`` in it."""
+    if str(out).endswith(("/", os.sep)) or Path(out).is_dir():
+        return Path(out) / name
+    return Path(out)
+
+
+def _finite(samples: Tensor, options: SamplingOptions) -> Tensor:
+    """The samples, or a ValueError when some are NaN or infinite (rather than writing them and exiting 0)."""
+    bad = int((~torch.isfinite(samples.flatten(1))).any(dim=1).sum())
+    if bad:
+        raise ValueError(
+            f"{bad} of {samples.shape[0]} samples came out NaN or infinite ({options.sampler}, {options.steps} steps, "
+            f"guidance {options.guidance_scale}); lower --guidance, use more --steps, or check the checkpoint"
+        )
+    return samples
 
 
 def _grid_layout(trained: TrainedModel, options: SamplingOptions, count: int) -> tuple[int, list[str] | None]:
@@ -106,7 +126,7 @@ def _grid_layout(trained: TrainedModel, options: SamplingOptions, count: int) ->
 
 def write_samples(trained: TrainedModel, options: SamplingOptions, out: str | Path, *, show_progress: bool = True) -> list[Path]:
     """Samples as ``<out>.pt`` (a dict of tensors) and ``<out>.png`` (a scatter or an image grid); returns both paths."""
-    out = Path(out)
+    out = _output_stem(out, "samples")
     tensor_path, figure_path = out.with_suffix(".pt"), out.with_suffix(".png")
     ensure_writable_folder(out.parent, "--out's folder")  # before sampling, not after
     samples, labels, _ = draw_samples(trained, options, show_progress=show_progress)
@@ -147,9 +167,7 @@ def evaluate_images(
             f"this checkpoint makes {trained.shape} images, class-conditional: {trained.num_classes is not None}"
         )
     _check_sample_count((options.num_samples or 8) * (1 if options.class_label is not None else trained.num_classes))
-    trained_now = not Path(classifier_path).is_file()
-    if trained_now:
-        ensure_writable_folder(Path(classifier_path).parent, "the classifier cache's folder")
+    trained_now = not Path(classifier_path).exists()  # load_or_train_classifier checks the path before training
     recipe = IMAGE_RECIPES[trained.dataset]
     train_images, train_labels = recipe.load(data_root, True, download)
     test_images, test_labels = recipe.load(data_root, False, download)
@@ -176,7 +194,7 @@ def animate_checkpoint(
         raise ValueError(f"--frames {frames} needs at least {frames - 1} sampling steps; got --steps {options.steps}")
     if not trained.is_points and options.num_samples is None:
         options = SamplingOptions(**{**options.__dict__, "num_samples": 1 if options.class_label is None else 8})
-    path = Path(out).with_suffix(".gif")
+    path = _output_stem(out, "reverse_process").with_suffix(".gif")
     ensure_writable_folder(path.parent, "--out's folder")
     _, _, trajectory = draw_samples(trained, options, show_progress=show_progress, return_trajectory=True)
     if trained.is_points:  # the learned field as arrows under the points, at each frame's noise level

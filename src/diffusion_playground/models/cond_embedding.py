@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from diffusion_playground.checks import check_integer
+
 
 def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
     """Transformer positional encoding of the time step (Vaswani et al. 2017, section 3.5; Ho et al. 2020, appendix B).
@@ -47,8 +49,7 @@ class ClassEmbedding(nn.Module):
 
     def __init__(self, num_classes: int, dim: int, cond_drop_prob: float = 0.1) -> None:
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1; got {num_classes}")
+        num_classes = check_integer("num_classes", num_classes, minimum=1)
         if not 0.0 <= cond_drop_prob <= 1.0:
             raise ValueError(f"cond_drop_prob must lie in [0, 1]; got {cond_drop_prob}")
         self.num_classes = num_classes

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from diffusion_playground.checks import check_integer
 from diffusion_playground.diffusion.parameterization import PredictionType, check_prediction_type
 from diffusion_playground.models.backbones.base_backbone import BaseBackbone
 from diffusion_playground.models.cond_embedding import TimeEmbedding
@@ -37,14 +38,14 @@ class TimeConditionedModel(nn.Module):
         super().__init__()
         if not isinstance(backbone_model, nn.Module):
             raise TypeError(f"backbone_model must be an nn.Module (a BaseBackbone); got {type(backbone_model).__name__}")
+        time_emb_dim = check_integer("time_emb_dim", time_emb_dim, minimum=1)
         backbone_cond_dim = getattr(backbone_model, "cond_dim", time_emb_dim)
         if backbone_cond_dim != time_emb_dim:
             raise ValueError(
                 f"the backbone expects a conditioning embedding of size {backbone_cond_dim} but time_emb_dim="
                 f"{time_emb_dim}; pass time_emb_dim={backbone_cond_dim} or build the backbone with cond_dim={time_emb_dim}"
             )
-        if num_time_steps < 1:
-            raise ValueError(f"num_time_steps must be >= 1; got {num_time_steps}")
+        num_time_steps = check_integer("num_time_steps", num_time_steps, minimum=1)
         check_prediction_type(prediction_type)
         self.backbone = backbone_model
         self.time_emb_dim = time_emb_dim

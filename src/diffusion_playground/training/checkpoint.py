@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from diffusion_playground.atomic_files import atomic_write, ensure_writable_folder, remove_stale_temporary_files
-from diffusion_playground.checks import check_integer
+from diffusion_playground.checks import check_device, check_integer
 from diffusion_playground.diffusion.categorical import CategoricalDiffusion
 from diffusion_playground.diffusion.multimodal import MultimodalDiffusion
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, schedule_from_config
@@ -291,7 +291,7 @@ def load_checkpoint(
         the model in eval mode, or ``(model, noise_schedule)``.
     """
     path = Path(path)
-    device = torch.device(device) if device is not None else default_device()
+    device = check_device(device) if device is not None else default_device()
     if path.is_dir():
         found = read_newest_valid_checkpoint(path)
         if found is None:
@@ -311,10 +311,25 @@ def load_checkpoint(
         model.load_state_dict(weights)
     except RuntimeError as error:
         raise CheckpointError(f"the weights in {path} do not fit the given model: {error}") from error
+    _check_given_model(path, state, model)  # weights that fit can still be read wrongly
     model.to(device).eval()
     if with_schedule:
         return model, schedule_from_config(state["noise_schedule"]).to(device)
     return model
+
+
+def _check_given_model(path: Path, state: dict[str, Any], model: nn.Module) -> None:
+    """A ValueError when the model given to load_checkpoint reads its weights differently than the trained one:
+    another prediction target (eps weights read as v) or another number of time steps (another time embedding)."""
+    trained = dict((state.get("model_config") or {}).get("wrapper_kwargs", {}))
+    trained.setdefault("prediction_type", state["train_config"].get("prediction_type"))
+    for key in ("prediction_type", "num_time_steps"):
+        given = getattr(model, key, None)
+        if trained.get(key) is not None and given is not None and given != trained[key]:
+            raise ValueError(
+                f"{path} was trained with {key}={trained[key]!r} but the given model has {key}={given!r}: its weights "
+                f"would be read wrongly; build the wrapper with {key}={trained[key]!r}"
+            )
 
 
 def default_device() -> torch.device:

@@ -32,9 +32,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from diffusion_playground.checks import check_integer, check_real, labels_tensor
+from diffusion_playground.checks import check_device, check_integer, check_real, labels_tensor
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule
 from diffusion_playground.diffusion.training_utils import LossWeighting, denoising_loss
+from diffusion_playground.models.backbones.base_backbone import BaseBackbone
 from diffusion_playground.training import acceleration, distributed
 from diffusion_playground.training import checkpoint as ckpt
 from diffusion_playground.training.acceleration import Precision
@@ -94,6 +95,7 @@ class _Batches:
     seed: int
     device: torch.device
     float_dtype: torch.dtype  # floating-point batches of a DataLoader are cast to it (the model's dtype)
+    gaussian: bool  # a Gaussian schedule: a DataLoader's x must be floating-point
 
     def __len__(self) -> int:
         if not isinstance(self.data, DataLoader):
@@ -112,7 +114,13 @@ class _Batches:
         _seed_loader_for_epoch(self.data, self.seed, epoch)
         for i, batch in enumerate(self.data):
             if i >= skip:
-                yield _split_batch(batch, self.device, self.float_dtype)
+                x, y = _split_batch(batch, self.device, self.float_dtype)
+                if self.gaussian and not x.is_floating_point():
+                    raise TypeError(
+                        f"the DataLoader yields x of dtype {x.dtype}; a Gaussian noise schedule needs floating-point "
+                        "data (for categorical data train with CategoricalDiffusion)"
+                    )
+                yield x, y
 
 
 def _loader_length(loader: DataLoader) -> int | None:
@@ -157,6 +165,22 @@ def _split_batch(batch: Any, device: torch.device, float_dtype: torch.dtype) -> 
 def _parameter_dtype(model: nn.Module) -> torch.dtype:
     """The dtype of the model's floating-point weights (float32 unless the user converted it)."""
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def _check_model_and_process(model: nn.Module, process: NoiseSchedule | CorruptionProcess) -> None:
+    """A TypeError for a bare backbone (it takes an embedding, not t) or something that is not a process."""
+    if isinstance(model, BaseBackbone):
+        raise TypeError(
+            f"{type(model).__name__} is a backbone: it takes a conditioning embedding, not time steps; train "
+            "TimeConditionedModel(backbone) (or TimeAndClassConditionedModel(backbone, num_classes)) instead"
+        )
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module (a wrapper around a backbone); got {type(model).__name__}")
+    if not isinstance(process, NoiseSchedule) and not hasattr(process, "training_loss"):
+        raise TypeError(
+            f"noise_schedule must be a NoiseSchedule (e.g. LinearNoiseSchedule(1000)) or a corruption process such as "
+            f"CategoricalDiffusion; got {type(process).__name__}"
+        )
 
 
 def _check_dataset(
@@ -217,6 +241,7 @@ def _check_settings(**settings: Any) -> None:
     """Every numeric setting of train_denoiser, before any work: a clear error instead of a frozen or lost run."""
     for name in ("epochs", "batch_size", "keep_last", "log_every"):
         check_integer(name, settings[name], minimum=1)  # keep_last=0 would delete the checkpoint just written
+    check_integer("seed", settings["seed"], minimum=0, maximum=2**32 - 1)
     for name in ("save_every", "save_every_steps", "max_steps"):
         if settings[name] is not None:
             check_integer(f"{name} (None to turn it off)", settings[name], minimum=1)
@@ -337,9 +362,11 @@ def train_denoiser(
         epochs=epochs, batch_size=batch_size, lr=lr, keep_last=keep_last, save_every=save_every,
         save_every_steps=save_every_steps, grad_clip_norm=grad_clip_norm, ema_decay=ema_decay,
         weight_decay=weight_decay, warmup_steps=warmup_steps, min_snr_gamma=min_snr_gamma, max_steps=max_steps,
-        log_every=log_every,
+        log_every=log_every, seed=seed,
     )  # fmt: skip
+    _check_model_and_process(model, noise_schedule)
     labels = _check_dataset(model, data, labels, noise_schedule)
+    device = check_device(device) if device is not None else None
     context, device = distributed.setup(device)  # None unless started by torchrun with WORLD_SIZE > 1
     if context is not None and not isinstance(noise_schedule, NoiseSchedule):
         raise NotImplementedError(
@@ -369,7 +396,7 @@ def train_denoiser(
         labels = labels.to(device) if labels is not None else None
     elif isinstance(data, Mapping):
         data = {name: part.to(device) for name, part in data.items()}
-    batches = _Batches(data, labels, batch_size, seed, device, float_dtype)
+    batches = _Batches(data, labels, batch_size, seed, device, float_dtype, isinstance(noise_schedule, NoiseSchedule))
     steps_per_epoch = len(batches)
     total_steps = epochs * steps_per_epoch
     if warmup_steps is None:
@@ -388,7 +415,8 @@ def train_denoiser(
     train_config = {
         "epochs": epochs, "lr": lr, "batch_size": batch_size, "steps_per_epoch": steps_per_epoch,
         "seed": seed, "lr_schedule": lr_schedule, "warmup_steps": warmup_steps, "ema_decay": ema_decay,
-        "loss_weighting": loss_weighting, "grad_clip_norm": grad_clip_norm, "weight_decay": weight_decay,
+        "loss_weighting": loss_weighting, "min_snr_gamma": min_snr_gamma, "grad_clip_norm": grad_clip_norm,
+        "weight_decay": weight_decay,
         "world_size": 1 if context is None else context.world_size,
         "data": "dataloader" if isinstance(data, DataLoader) else "tensor",
         "prediction_type": getattr(model, "prediction_type", None),
@@ -581,6 +609,12 @@ def _step_of(path: Path) -> int:
     return int(path.stem.removeprefix("checkpoint-step"))
 
 
+_RESUME_MUST_MATCH = (
+    "batch_size", "steps_per_epoch", "seed", "lr", "weight_decay", "lr_schedule", "loss_weighting", "min_snr_gamma",
+    "ema_decay", "grad_clip_norm",
+)  # fmt: skip
+
+
 def _restore(
     state: dict[str, Any],
     model: nn.Module,
@@ -614,8 +648,10 @@ def _restore(
             f"and this run has {train_config['world_size']}: a DistributedSampler's batches depend on the process count. "
             f"Resume on {saved_world_size} process(es), or train from a tensor dataset, which resumes on any count"
         )
-    for key in ("batch_size", "steps_per_epoch", "seed"):
-        if saved[key] != train_config[key]:
+    # what the optimisation is: a different value would silently not apply (the optimizer's state brings the old
+    # lr and weight decay back) or change the objective mid-run; epochs may change (the LR plan is re-made, below)
+    for key in _RESUME_MUST_MATCH:
+        if key in saved and saved[key] != train_config[key]:
             raise ValueError(
                 f"the checkpoint {history.checkpoint_path} was written with {key}={saved[key]} but this call has "
                 f"{key}={train_config[key]}; resume with the same settings, or pass resume=False (or another checkpoint_dir) "

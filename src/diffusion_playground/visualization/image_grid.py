@@ -9,6 +9,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from diffusion_playground.checks import check_integer
 from diffusion_playground.visualization.loss_curve import save_figure
 
 
@@ -20,10 +21,11 @@ def image_mosaic(
     Values are mapped from ``value_range`` to [0, 1] and clipped; the padding (and any empty cell of the
     last row) is white.
     """
-    if images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"images must have shape (N, C, H, W) with C = 1 or 3; got {tuple(images.shape)}")
-    if ncol < 1:
-        raise ValueError(f"ncol must be >= 1; got {ncol}")
+    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3) or images.shape[0] < 1:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must be a tensor of shape (N, C, H, W) with N >= 1 and C = 1 or 3; got {shape}")
+    ncol = check_integer("ncol", ncol, minimum=1)
+    padding = check_integer("padding", padding, minimum=0)
     low, high = value_range
     if not high > low:
         raise ValueError(f"value_range must be (low, high) with high > low; got {value_range}")

@@ -18,9 +18,17 @@ _LIMITS = (-3.0, 3.0)
 
 
 def _scatter(ax, points: Tensor, title: str, color: str = "tab:blue") -> None:
+    _check_points_2d(points)
     points = points.detach().cpu()
     ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5, color=color, linewidths=0)
     _square_axes(ax, title)
+
+
+def _check_points_2d(points: Tensor, name: str = "points") -> None:
+    """These panels show 2-D points: a (N, 2) tensor, not the first two coordinates of something else."""
+    if not isinstance(points, Tensor) or points.ndim != 2 or points.shape[1] != 2:
+        shape = tuple(points.shape) if isinstance(points, Tensor) else type(points).__name__
+        raise ValueError(f"{name} must be a tensor of 2-D points, shape (N, 2); got {shape} (use torch.as_tensor for numpy)")
 
 
 def _square_axes(ax, title: str) -> None:

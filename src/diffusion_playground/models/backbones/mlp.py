@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from diffusion_playground.checks import check_integer, check_real
 from diffusion_playground.models.backbones.base_backbone import BaseBackbone
 
 
@@ -46,10 +47,9 @@ class MLPBackbone(BaseBackbone):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if data_dim < 1 or hidden_dim < 1 or num_blocks < 1:
-            raise ValueError(
-                f"data_dim, hidden_dim and num_blocks must be >= 1; got {data_dim}, {hidden_dim}, {num_blocks}"
-            )
+        for name, value in (("data_dim", data_dim), ("cond_dim", cond_dim), ("hidden_dim", hidden_dim), ("num_blocks", num_blocks)):
+            check_integer(name, value, minimum=1)
+        check_real("dropout", dropout, minimum=0.0, maximum=1.0)
         self.cond_dim = cond_dim
         self.input_shape = (data_dim,)
         self.input_proj = nn.Linear(data_dim, hidden_dim)
