@@ -270,3 +270,11 @@ def test_ctrl_c_during_training_is_one_line_and_the_checkpoints_stay_usable(tmp_
     assert process.returncode == 130 and "Traceback" not in stderr, stderr
     assert stderr.strip().splitlines() == ["error: interrupted; run the same command again to resume from the last checkpoint"]
     assert load_checkpoint(out / "checkpoints", device="cpu") is not None
+
+
+def test_animate_checks_its_frames_against_the_steps_actually_walked_before_sampling(moons_checkpoint, capsys, monkeypatch):
+    from diffusion_playground.experiments import from_checkpoint
+
+    monkeypatch.setattr(from_checkpoint, "draw_samples", lambda *a, **k: pytest.fail("sampled before checking --frames"))
+    message = error_of(capsys, "animate", str(moons_checkpoint), "--sampler", "euler", "--steps", "100", "--frames", "101")
+    assert "--frames 101 needs at least 100 sampling steps; got --steps 100 (on this model's trained noise levels --steps 100 walks 98)" in message

@@ -352,3 +352,17 @@ def test_plots_refuse_points_that_are_not_2d_and_empty_grids(schedule):
         plot_samples_2d(torch.randn(50, 3), torch.randn(50, 2))
     with pytest.raises(ValueError, match="N >= 1"):
         plot_image_grid(torch.randn(0, 1, 8, 8), 3)
+
+
+def test_a_float64_model_trains_and_samples_in_float64(schedule, points):
+    model = tiny_model(schedule.T).double()
+    history = train_denoiser(model, points, schedule, epochs=1, **FAST)  # float32 data, cast to the model's float64
+    assert history.step == 8 and all(map(np.isfinite, history.losses))
+    for sampler in ("ddpm", "ddim", "euler", "heun", "dpmpp_2m"):
+        samples = generate_samples(history.ema_model, schedule, (2,), 4, sampler=sampler, steps=4)
+        assert samples.dtype == torch.float64 and torch.isfinite(samples).all(), sampler
+
+
+def test_an_augmentation_that_returns_nothing_is_named(schedule, points):
+    with pytest.raises(TypeError, match="augment returned a NoneType for a batch of shape"):
+        train_denoiser(tiny_model(schedule.T), points, schedule, epochs=1, augment=lambda x, g: None, **FAST)

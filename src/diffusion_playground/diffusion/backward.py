@@ -138,6 +138,11 @@ def _check_schedule_fits_model(model: nn.Module, noise_schedule: NoiseSchedule) 
         )
 
 
+def parameter_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's floating-point weights: float32 unless the user converted it (``model.double()``)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
 def model_device(model: nn.Module) -> torch.device:
     """Where ``model`` lives: its first parameter's device, else its first buffer's, else the CPU."""
     tensor = next(model.parameters(), None)
@@ -294,7 +299,7 @@ def generate_samples(
         raise ValueError(f"guidance_scale={guidance_scale} needs class_labels to guide towards (and a class-conditional model)")
     schedule = copy.copy(noise_schedule).to(device)  # a device copy: the caller's schedule stays where it is
     _check_schedule_fits_model(model, schedule)
-    z = randn_like(torch.empty(full_shape, device=device), generator)  # the VP noise x_t at the first step
+    z = randn_like(torch.empty(full_shape, device=device, dtype=parameter_dtype(model)), generator)  # VP noise x_t at the first step
 
     was_training = model.training
     model.eval()

@@ -132,7 +132,8 @@ def write_samples(trained: TrainedModel, options: SamplingOptions, out: str | Pa
     samples, labels, _ = draw_samples(trained, options, show_progress=show_progress)
     with atomic_write(tensor_path) as handle:
         torch.save({"samples": samples, "labels": labels}, handle)
-    title = f"{options.sampler}, {options.steps or trained.schedule.T} steps"
+    walked = len(step_sigmas(trained.schedule, options.steps, SAMPLERS[options.sampler].step_schedule)) - 1
+    title = f"{options.sampler}, {walked} steps"  # the steps walked (a snapped Karras grid can have fewer than asked)
     if trained.is_points:
         real = load_moons(samples.shape[0], noise=MoonsConfig.noise, seed=options.seed + 1001)
         plot_samples_2d(samples, real, title=title, path=figure_path)
@@ -190,15 +191,17 @@ def animate_checkpoint(
     show_progress: bool = True,
 ) -> list[Path]:  # fmt: skip
     """A GIF of the reverse process (points or an image grid) at ``out`` (suffix .gif)."""
-    if options.steps is not None and options.steps + 1 < frames:
-        raise ValueError(f"--frames {frames} needs at least {frames - 1} sampling steps; got --steps {options.steps}")
+    sigmas = step_sigmas(trained.schedule, options.steps, SAMPLERS[options.sampler].step_schedule)  # what is walked
+    if len(sigmas) < frames:  # before sampling; Karras grids snapped to trained levels can have fewer steps than asked
+        walked = "" if options.steps is None or len(sigmas) - 1 == options.steps else (
+            f" (on this model's trained noise levels --steps {options.steps} walks {len(sigmas) - 1})")
+        raise ValueError(f"--frames {frames} needs at least {frames - 1} sampling steps; got --steps {options.steps}{walked}")
     if not trained.is_points and options.num_samples is None:
         options = SamplingOptions(**{**options.__dict__, "num_samples": 1 if options.class_label is None else 8})
     path = _output_stem(out, "reverse_process").with_suffix(".gif")
     ensure_writable_folder(path.parent, "--out's folder")
     _, _, trajectory = draw_samples(trained, options, show_progress=show_progress, return_trajectory=True)
     if trained.is_points:  # the learned field as arrows under the points, at each frame's noise level
-        sigmas = step_sigmas(trained.schedule, options.steps, SAMPLERS[options.sampler].step_schedule)
         extra = {"field": (trained.model, trained.schedule), "sigmas": sigmas}
     else:
         extra = {"ncol": 10 if options.class_label is None else 8}

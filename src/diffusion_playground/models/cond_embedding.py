@@ -36,7 +36,8 @@ class TimeEmbedding(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.SiLU(), nn.Linear(4 * dim, dim))
 
     def forward(self, t: Tensor) -> Tensor:
-        return self.mlp(sinusoidal_embedding(t, self.dim))  # (B, dim)
+        embedding = sinusoidal_embedding(t, self.dim).to(self.mlp[0].weight.dtype)  # float64 for model.double()
+        return self.mlp(embedding)  # (B, dim)
 
 
 class ClassEmbedding(nn.Module):

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from diffusion_playground.checks import check_device, check_integer, check_real, labels_tensor
+from diffusion_playground.diffusion.backward import parameter_dtype
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule
 from diffusion_playground.diffusion.training_utils import LossWeighting, denoising_loss
 from diffusion_playground.models.backbones.base_backbone import BaseBackbone
@@ -123,6 +124,15 @@ class _Batches:
                 yield x, y
 
 
+def _augmented(augment: Augmentation, x0: Tensor, generator: torch.Generator) -> Tensor:
+    """``augment(x0, generator)``, checked: an augmentation must return a batch like the one it was given."""
+    out = augment(x0, generator)
+    if not isinstance(out, Tensor) or out.shape != x0.shape:
+        got = f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else f"a {type(out).__name__}"
+        raise TypeError(f"augment returned {got} for a batch of shape {tuple(x0.shape)}; it must return the augmented batch")
+    return out
+
+
 def _loader_length(loader: DataLoader) -> int | None:
     """len(loader), or None for a DataLoader over an iterable dataset without a length."""
     try:
@@ -161,10 +171,6 @@ def _split_batch(batch: Any, device: torch.device, float_dtype: torch.dtype) -> 
     x = x.to(device, dtype=float_dtype if x.is_floating_point() else None, non_blocking=True)
     return x, (y.to(device, non_blocking=True) if y is not None else None)
 
-
-def _parameter_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype of the model's floating-point weights (float32 unless the user converted it)."""
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
 def _check_model_and_process(model: nn.Module, process: NoiseSchedule | CorruptionProcess) -> None:
@@ -390,7 +396,7 @@ def train_denoiser(
     forward_model = distributed.wrap(model, device) if context is not None else model
     forward_model = torch.compile(forward_model) if compile else forward_model
     noise_schedule = copy.copy(noise_schedule).to(device)  # the caller's schedule stays where it is
-    float_dtype = _parameter_dtype(model)  # float64 or float16 data is cast to the model's dtype, batch by batch
+    float_dtype = parameter_dtype(model)  # float64 or float16 data is cast to the model's dtype, batch by batch
     if isinstance(data, Tensor):
         data = data.to(device, dtype=float_dtype if data.is_floating_point() else None)
         labels = labels.to(device) if labels is not None else None
@@ -501,7 +507,7 @@ def train_denoiser(
         while history.epoch < epochs and history.step < stop_at:
             for x0, y in batches.epoch(history.epoch, skip=step_in_epoch):
                 if augment is not None:
-                    x0 = augment(x0, noise_generator)
+                    x0 = _augmented(augment, x0, noise_generator)
                 if context is not None:
                     x0, y, shard = distributed.local_part(context, x0, y, isinstance(data, Tensor))
                 if nhwc:

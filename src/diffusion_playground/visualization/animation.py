@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from diffusion_playground.checks import check_integer
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, nearest_time_step, vp_scale
 from diffusion_playground.diffusion.step_schedules import step_sigmas
 from diffusion_playground.visualization.image_grid import image_mosaic
@@ -31,8 +32,7 @@ def frame_indices(num_states: int, frames: int) -> list[int]:
     non-decreasing and k grows by one, so the indices never repeat (Pillow would merge repeated frames), and the
     quadratic makes them denser near the end of sampling.
     """
-    if frames < 2:
-        raise ValueError(f"frames must be >= 2 (the noise and the samples at least); got {frames}")
+    check_integer("frames (at least the noise and the samples)", frames, minimum=2)
     if frames > num_states:
         raise ValueError(
             f"frames={frames} is more than the trajectory's {num_states} states; sample with more steps or ask for fewer frames"
@@ -164,7 +164,7 @@ def animate_images(
     if trajectory.ndim != 5 or trajectory.shape[2] not in (1, 3):
         raise ValueError(f"trajectory must have shape (steps, B, C, H, W) with C = 1 or 3; got {tuple(trajectory.shape)}")
     trajectory = trajectory.detach().cpu()
-    ncol = min(ncol, trajectory.shape[1])
+    ncol = min(check_integer("ncol", ncol, minimum=1), trajectory.shape[1])
     nrow = -(-trajectory.shape[1] // ncol)
 
     def mosaic(index: int):

@@ -9,7 +9,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from diffusion_playground.checks import check_integer
+from diffusion_playground.checks import check_integer, check_real
 from diffusion_playground.visualization.loss_curve import save_figure
 
 
@@ -56,6 +56,7 @@ def plot_image_grid(
     (e.g. the class) and column (e.g. the time step); saved to ``path`` if given.
     """
     mosaic = image_mosaic(images, ncol, value_range=value_range)  # (rows, cols, C) in [0, 1]
+    check_real("cell_inches", cell_inches, minimum=0.0, strict=True)
     nrow = -(-images.shape[0] // ncol)
     for name, labels, expected in (("row_labels", row_labels, nrow), ("col_labels", col_labels, ncol)):
         if labels is not None and len(labels) != expected:
