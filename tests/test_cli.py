@@ -38,7 +38,7 @@ def test_help_lists_every_command(capsys):
     assert result.returncode == 0
     for command in ("train", "sample", "evaluate", "animate"):
         assert command in result.stdout
-    for command, options in [("train", ("{moons,digits,mnist,cifar10}", "--data", "--download", "--quick")),
+    for command, options in [("train", ("{moons,swiss_roll,eight_gaussians,checkerboard,digits,mnist,cifar10}", "--data", "--download", "--quick")),
                              ("sample", ("--sampler", "--steps", "--class", "--guidance", "--n", "--out", "--seed", "--device")),
                              ("animate", ("--frames", "--fps", "--out"))]:  # fmt: skip
         with pytest.raises(SystemExit):

@@ -1,13 +1,15 @@
 """Command line: train a model, then sample, evaluate or animate any checkpoint it wrote.
 
-    python -m diffusion_playground train {moons,digits,mnist,cifar10} [--epochs N] [--out DIR] [--device D] [--quick]
+    python -m diffusion_playground train {moons,swiss_roll,eight_gaussians,checkerboard,digits,mnist,cifar10}
+                                         [--epochs N] [--out DIR] [--device D] [--num-samples N] [--quick]
                                          [--data DIR] [--recipe {auto,full,cpu}]
     python -m diffusion_playground sample CHECKPOINT [--sampler S] [--steps N] [--class K] [--guidance W] [--n N] [--out PATH]
     python -m diffusion_playground evaluate CHECKPOINT
     python -m diffusion_playground animate CHECKPOINT [--frames N] [--fps N] [--out PATH]
 
 CHECKPOINT is a checkpoint-step*.pt file or the checkpoints/ folder of a run (its newest valid file); the
-checkpoint rebuilds its own model and noise schedule. Every command ends by listing the files it wrote.
+checkpoint rebuilds its own model and noise schedule, and a 2-D checkpoint knows its dataset (samples are compared
+with fresh points of it). Every command ends by listing the files it wrote.
 
 `train` also runs data-parallel under torchrun (one process per GPU, or gloo on CPUs):
 
@@ -27,6 +29,7 @@ from typing import NoReturn
 
 import torch
 
+from diffusion_playground.data.toys_2d import TOY_DATASETS
 from diffusion_playground.diffusion.backward import SAMPLERS
 from diffusion_playground.experiments import from_checkpoint as ckpt_tools
 from diffusion_playground.experiments.images import IMAGE_RECIPES, run_images
@@ -85,17 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train a diffusion model on a dataset, then sample (and, for moons, evaluate) it")
-    train.add_argument("dataset", choices=["moons", *IMAGE_RECIPES], help="which experiment to run")
+    train = commands.add_parser(
+        "train", help="train a diffusion model on a dataset, then sample (and, for the 2-D toys, evaluate) it"
+    )
+    toys = ", ".join(TOY_DATASETS)
+    train.add_argument("dataset", choices=[*TOY_DATASETS, *IMAGE_RECIPES],
+                       help=f"which experiment to run: a 2-D toy ({toys}) or an image dataset")  # fmt: skip
     train.add_argument("--epochs", type=int, default=None,
-                       help=f"passes over the data (default: moons {MoonsConfig.epochs}, "
+                       help=f"passes over the data (default: 2-D toys {MoonsConfig.epochs}, "
                             + ", ".join(f"{k} {r.defaults.epochs}" for k, r in IMAGE_RECIPES.items())
                             + "; the mnist CPU recipe: about "
                             + f"{IMAGE_RECIPES['mnist'].cpu_defaults.train_steps:,} steps, whatever the data size)")  # fmt: skip
     train.add_argument("--out", default=None, help="folder for checkpoints and figures (default: outputs/DATASET)")
     train.add_argument(
         "--num-samples", type=int, default=MoonsConfig.num_eval_samples,
-        help="moons: samples drawn and compared with as many fresh data points (default: %(default)s)",
+        help="2-D toys: samples drawn and compared with as many fresh data points (default: %(default)s)",
     )  # fmt: skip
     train.add_argument("--data", default="data", help="mnist/cifar10: folder holding the dataset files (default: %(default)s)")
     train.add_argument("--download", action="store_true", help="mnist/cifar10: download missing files into --data")
@@ -117,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", default="outputs/samples", help="output path without suffix, or a folder to write samples.png/.pt in (default: %(default)s)")
 
     evaluate = commands.add_parser(
-        "evaluate", help="measure a checkpoint's samples (points: sliced W2 and MMD^2 vs fresh moons; "
+        "evaluate", help="measure a checkpoint's samples (points: sliced W2 and MMD^2 vs fresh points of its 2-D toy; "
         "class-conditional images: a small classifier's accuracy and feature Fréchet distance)",
     )  # fmt: skip
     _add_sampling(evaluate)
@@ -145,7 +152,7 @@ def _train(args: argparse.Namespace) -> None:
     if args.epochs is not None and args.epochs < 1:
         raise SystemExit(f"error: --epochs must be >= 1; got {args.epochs}")
     out = args.out or f"outputs/{args.dataset}"
-    if args.dataset != "moons":
+    if args.dataset not in TOY_DATASETS:
         result = run_images(
             args.dataset, out, data_root=args.data, download=args.download, epochs=args.epochs, seed=args.seed,
             quick=args.quick, recipe=args.recipe, device=args.device, show_progress=not args.no_progress,
@@ -159,15 +166,20 @@ def _train(args: argparse.Namespace) -> None:
     ignored = [flag for flag, used in (("--data", args.data != "data"), ("--download", args.download),
                                        ("--recipe", args.recipe != "auto")) if used]  # fmt: skip
     if ignored:
-        raise SystemExit(f"error: {', '.join(ignored)} are for the image datasets; moons is generated, not read")
+        raise SystemExit(
+            f"error: {', '.join(ignored)} are for the image datasets; {args.dataset} is generated, not read"
+        )
     if args.quick:
-        raise SystemExit("error: --quick shrinks the image experiments; moons is small already: use --epochs, --num-samples")
+        raise SystemExit(
+            f"error: --quick shrinks the image experiments; {args.dataset} is small already: "
+            "use --epochs, --num-samples"
+        )
     if args.num_samples < 2:
         raise SystemExit(f"error: --num-samples must be >= 2; got {args.num_samples}")
     epochs = MoonsConfig.epochs if args.epochs is None else args.epochs
     result = run_moons(
-        MoonsConfig(epochs=epochs, num_eval_samples=args.num_samples, seed=args.seed), out, device=args.device,
-        show_progress=not args.no_progress,
+        MoonsConfig(epochs=epochs, num_eval_samples=args.num_samples, seed=args.seed, dataset=args.dataset), out,
+        device=args.device, show_progress=not args.no_progress,
     )  # fmt: skip
     if not distributed.is_main_process():
         return
@@ -175,12 +187,12 @@ def _train(args: argparse.Namespace) -> None:
         f"\nTrained {result['steps']} steps in {result['train_seconds']:.0f} s and drew {args.num_samples} samples "
         f"({result['config']['time_steps']} DDPM steps) in {result['sample_seconds']:.0f} s on {args.device}."
     )
-    _print_point_quality(result["quality"], args.num_samples)
+    _print_point_quality(result["quality"], args.num_samples, args.dataset)
     _print_written([*result["paths"].values(), result["checkpoint"]])
 
 
-def _print_point_quality(quality: dict[str, float], n: int) -> None:
-    print(f"Sample quality ({n} samples vs {n} fresh moons points; floor = a second fresh real sample of {n}):")
+def _print_point_quality(quality: dict[str, float], n: int, dataset: str) -> None:
+    print(f"Sample quality ({n} samples vs {n} fresh {dataset} points; floor = a second fresh real sample of {n}):")
     print(
         f"  sliced Wasserstein-2: {quality['sliced_wasserstein']:.4f}   floor {quality['sliced_wasserstein_floor']:.4f}"
         f"   ratio {quality['sliced_wasserstein_ratio']:.2f}x"
@@ -216,7 +228,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     quality = ckpt_tools.evaluate_points(trained, options, show_progress=not args.no_progress)
     n = options.num_samples or 2000
     print(f"{options.sampler}, {options.steps} steps:")
-    _print_point_quality(quality, n)
+    _print_point_quality(quality, n, trained.dataset)
     _print_written([])
 
 

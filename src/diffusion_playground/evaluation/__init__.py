@@ -1,4 +1,5 @@
-"""Sample-quality metrics: MMD and sliced W2 for points; classifier accuracy and feature Fréchet distance for images.
+"""Sample-quality metrics: MMD and sliced W2 for points, and the modes a sample reaches; classifier accuracy and
+feature Fréchet distance for images.
 
 The optional true FID (:func:`frechet_inception_distance`) needs torchmetrics with torch-fidelity, imported only
 when it is called.
@@ -13,7 +14,14 @@ from diffusion_playground.evaluation.classifier import (
     train_classifier,
 )
 from diffusion_playground.evaluation.fid import FIDUnavailableError, frechet_inception_distance
-from diffusion_playground.evaluation.metrics import median_bandwidth, mmd_rbf, sample_quality, sliced_wasserstein
+from diffusion_playground.evaluation.metrics import (
+    median_bandwidth,
+    mmd_rbf,
+    mode_fractions,
+    modes_covered,
+    sample_quality,
+    sliced_wasserstein,
+)
 
 __all__ = [
     "FIDUnavailableError",
@@ -25,6 +33,8 @@ __all__ = [
     "load_or_train_classifier",
     "median_bandwidth",
     "mmd_rbf",
+    "mode_fractions",
+    "modes_covered",
     "sample_quality",
     "sliced_wasserstein",
     "train_classifier",

@@ -1,27 +1,30 @@
 """What the CLI does with a trained checkpoint: sample it, evaluate it, animate its reverse process.
 
 A checkpoint rebuilds its own model and noise schedule (:func:`load_checkpoint`), so the only input is its path.
-Its backbone's ``input_shape`` tells the kind: ``(2,)`` is a 2-D point model (moons), ``(C, H, W)`` an image model.
+Its backbone's ``input_shape`` tells the kind: ``(2,)`` is a 2-D point model, ``(C, H, W)`` an image model. A point
+model's checkpoint records its 2-D toy dataset (``train_denoiser(metadata=...)``, see experiments.moons.toy_metadata);
+one that does not is taken for moons, what every 2-D run trained on before datasets were recorded.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from diffusion_playground.atomic_files import atomic_write, ensure_writable_folder
-from diffusion_playground.data.moons import load_moons
+from diffusion_playground.data.toys_2d import load_toy_2d
 from diffusion_playground.diffusion.backward import SAMPLERS, generate_samples
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule
 from diffusion_playground.diffusion.step_schedules import step_sigmas
 from diffusion_playground.evaluation.classifier import classifier_metrics, load_or_train_classifier
 from diffusion_playground.evaluation.metrics import sample_quality
 from diffusion_playground.experiments.images import IMAGE_RECIPES, RECIPE_OF_SHAPE, sample_class_grid
-from diffusion_playground.experiments.moons import MoonsConfig
+from diffusion_playground.experiments.moons import toy_data_of
 from diffusion_playground.training.checkpoint import load_checkpoint
 from diffusion_playground.visualization import animate_reverse_process, plot_image_grid, plot_samples_2d
 
@@ -33,6 +36,7 @@ class TrainedModel:
     model: nn.Module
     schedule: NoiseSchedule
     shape: tuple[int, ...]  # one sample: (2,) or (C, H, W)
+    metadata: dict[str, Any] = field(default_factory=dict)  # what the run recorded (train_denoiser(metadata=...))
 
     @property
     def is_points(self) -> bool:
@@ -44,14 +48,24 @@ class TrainedModel:
 
     @property
     def dataset(self) -> str | None:
-        """The image recipe whose images have this shape, if any."""
-        return RECIPE_OF_SHAPE.get(self.shape) if not self.is_points else None
+        """Points: the 2-D toy the checkpoint was trained on (moons if it does not say); images: the image recipe
+        whose images have this shape, if any."""
+        if self.is_points:
+            return toy_data_of(self.metadata)[0]
+        return RECIPE_OF_SHAPE.get(self.shape)
+
+    def real_points(self, n: int, seed: int) -> Tensor:
+        """``n`` fresh points of the 2-D toy this point model was trained on (same options, same standardisation)."""
+        if not self.is_points:
+            raise ValueError(f"this checkpoint makes {self.shape} images, not 2-D points")
+        name, options = toy_data_of(self.metadata)
+        return load_toy_2d(name, n, seed=seed, **options)
 
 
 def open_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
     """Load a checkpoint file (or the newest valid one in a folder); raises FileNotFoundError or CheckpointError."""
-    model, schedule = load_checkpoint(path, device=device, with_schedule=True)
-    return TrainedModel(model, schedule, tuple(model.backbone.input_shape))
+    model, schedule, metadata = load_checkpoint(path, device=device, with_schedule=True, with_metadata=True)
+    return TrainedModel(model, schedule, tuple(model.backbone.input_shape), metadata)
 
 
 @dataclass
@@ -135,7 +149,7 @@ def write_samples(trained: TrainedModel, options: SamplingOptions, out: str | Pa
     walked = len(step_sigmas(trained.schedule, options.steps, SAMPLERS[options.sampler].step_schedule)) - 1
     title = f"{options.sampler}, {walked} steps"  # the steps walked (a snapped Karras grid can have fewer than asked)
     if trained.is_points:
-        real = load_moons(samples.shape[0], noise=MoonsConfig.noise, seed=options.seed + 1001)
+        real = trained.real_points(samples.shape[0], seed=options.seed + 1001)
         plot_samples_2d(samples, real, title=title, path=figure_path)
     else:
         ncol, row_labels = _grid_layout(trained, options, samples.shape[0])
@@ -144,12 +158,13 @@ def write_samples(trained: TrainedModel, options: SamplingOptions, out: str | Pa
 
 
 def evaluate_points(trained: TrainedModel, options: SamplingOptions, *, show_progress: bool = True) -> dict[str, float]:
-    """Sliced W2 and MMD^2 of the samples vs fresh moons, with the data-vs-data floor (see evaluation.metrics)."""
+    """Sliced W2 and MMD^2 of the samples vs fresh points of the checkpoint's dataset (``trained.dataset``), with
+    the data-vs-data floor (see evaluation.metrics)."""
     _check_sample_count(options.num_samples or 2000)
     samples, _, _ = draw_samples(trained, options, show_progress=show_progress)
     n = samples.shape[0]
-    real = load_moons(n, noise=MoonsConfig.noise, seed=options.seed + 1001)
-    reference = load_moons(n, noise=MoonsConfig.noise, seed=options.seed + 2002)
+    real = trained.real_points(n, seed=options.seed + 1001)
+    reference = trained.real_points(n, seed=options.seed + 2002)
     return sample_quality(samples, real, reference)
 
 

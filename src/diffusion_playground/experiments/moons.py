@@ -1,6 +1,8 @@
-"""The moons experiment: an MLP denoiser trained on 2-D moons, sampled and measured.
+"""The 2-D toy experiment: an MLP denoiser trained on moons (or another 2-D toy), sampled and measured.
 
-``python -m diffusion_playground train moons`` and ``make demo`` run :func:`run_moons`.
+``python -m diffusion_playground train moons`` and ``make demo`` run :func:`run_moons`; ``train swiss_roll``,
+``train eight_gaussians`` and ``train checkerboard`` run it with ``MoonsConfig(dataset=...)``. The checkpoints
+record the dataset (:func:`toy_metadata`), so ``sample``/``evaluate`` compare with the right distribution.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from diffusion_playground.data.moons import load_moons
+from diffusion_playground.data.toys_2d import TOY_DATASETS, load_toy_2d
 from diffusion_playground.diffusion.backward import generate_samples
 from diffusion_playground.diffusion.noise_schedule import LinearNoiseSchedule
 from diffusion_playground.evaluation.metrics import sample_quality
@@ -25,10 +27,10 @@ from diffusion_playground.visualization import plot_loss_curve, plot_samples_2d,
 
 @dataclass
 class MoonsConfig:
-    """Settings of the moons experiment; the defaults train in about a minute on a laptop CPU."""
+    """Settings of the 2-D toy experiment (moons by default); the defaults train in about a minute on a laptop CPU."""
 
     num_points: int = 8000  # training set size
-    noise: float = 0.05  # sklearn make_moons noise
+    noise: float = 0.05  # sklearn make_moons noise (moons only; the other toys use their loaders' defaults)
     time_steps: int = 1000  # T of the linear schedule (Ho et al. 2020), its betas scaled by 1000 / T
     hidden_dim: int = 128  # MLP width
     num_blocks: int = 3  # residual FiLM blocks
@@ -39,6 +41,26 @@ class MoonsConfig:
     ema_decay: float = 0.995
     num_eval_samples: int = 4000  # samples compared with as many fresh real points
     seed: int = 0
+    dataset: str = "moons"  # a key of data.toys_2d.TOY_DATASETS: moons, swiss_roll, eight_gaussians, checkerboard
+
+
+def dataset_options(config: MoonsConfig) -> dict[str, float]:
+    """The keyword options of ``load_toy_2d(config.dataset, ...)`` that the config sets (moons: its noise)."""
+    return {"noise": config.noise} if config.dataset == "moons" else {}
+
+
+def toy_metadata(config: MoonsConfig) -> dict[str, object]:
+    """What the checkpoints of a run record about its data: ``{"dataset": name, "dataset_options": {...}}``,
+    read back by :func:`toy_data_of` (``sample``/``evaluate`` of a checkpoint draw fresh data with it)."""
+    return {"dataset": config.dataset, "dataset_options": dataset_options(config)}
+
+
+def toy_data_of(metadata: dict[str, object]) -> tuple[str, dict[str, float]]:
+    """``(dataset, options)`` for ``load_toy_2d`` from a checkpoint's metadata; moons with the default noise for
+    checkpoints that do not record a dataset (those written before datasets were recorded were moons runs)."""
+    if "dataset" not in metadata:
+        return "moons", {"noise": MoonsConfig.noise}
+    return str(metadata["dataset"]), dict(metadata.get("dataset_options") or {})
 
 
 def build_moons_model(config: MoonsConfig) -> TimeConditionedModel:
@@ -51,17 +73,24 @@ def build_moons_model(config: MoonsConfig) -> TimeConditionedModel:
 def run_moons(
     config: MoonsConfig, out_dir: str | Path, *, device: str | torch.device = "cpu", show_progress: bool = True
 ) -> dict[str, object]:
-    """Train, sample, measure and plot; returns the quality figures and the paths written."""
+    """Train on ``config.dataset``, sample, measure and plot; returns the quality figures and the paths written.
+
+    The quality figures compare the samples with a fresh sample of the dataset, and a second fresh sample with it
+    (the data-vs-data floor, see :func:`~diffusion_playground.evaluation.metrics.sample_quality`).
+    """
+    if not isinstance(config.dataset, str) or config.dataset not in TOY_DATASETS:
+        raise ValueError(f"MoonsConfig.dataset must be one of: {', '.join(TOY_DATASETS)}; got {config.dataset!r}")
     out_dir = Path(out_dir)
     torch.manual_seed(config.seed)
-    data = load_moons(config.num_points, noise=config.noise, seed=config.seed)
+    options = dataset_options(config)
+    data = load_toy_2d(config.dataset, config.num_points, seed=config.seed, **options)
     schedule = LinearNoiseSchedule.scaled(config.time_steps)  # Ho et al. 2020's schedule at T = 1000
     model = build_moons_model(config)
     start = time.perf_counter()
     history = train_denoiser(
         model, data, schedule, epochs=config.epochs, lr=config.lr, batch_size=config.batch_size,
         ema_decay=config.ema_decay, checkpoint_dir=out_dir / "checkpoints", seed=config.seed,
-        device=device, show_progress=show_progress,
+        device=device, show_progress=show_progress, metadata=toy_metadata(config),
     )  # fmt: skip
     train_seconds = time.perf_counter() - start
     if not distributed.is_main_process():  # under torchrun only rank 0 samples, measures and plots
@@ -75,8 +104,8 @@ def run_moons(
     n = config.num_eval_samples
     quality = sample_quality(
         samples.cpu(),
-        load_moons(n, noise=config.noise, seed=config.seed + 1001),
-        load_moons(n, noise=config.noise, seed=config.seed + 2002),
+        load_toy_2d(config.dataset, n, seed=config.seed + 1001, **options),
+        load_toy_2d(config.dataset, n, seed=config.seed + 2002, **options),
     )
     paths = {name: out_dir / f"{name}.png" for name in ("samples", "loss_curve", "trajectory")}
     plot_samples_2d(samples, data[:n], title="DDPM samples vs data", path=paths["samples"])

@@ -7,6 +7,10 @@ record of the archive carries a CRC-32 that is verified on reading, so a file da
 bad copy) is reported as corrupt rather than loaded with changed weights.
 Everything in it is plain tensors, numbers, strings, lists and dicts, so it loads with
 ``torch.load(weights_only=True)`` (no arbitrary code runs when a file is opened).
+
+A run can also record what it trained on: ``train_denoiser(metadata={"dataset": "swiss_roll"})`` stores the dict
+in every checkpoint under ``"metadata"``, and ``load_checkpoint(path, with_metadata=True)`` returns it (``{}`` for
+checkpoints written without it).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import re
 import time
 import warnings
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +56,32 @@ _WRAPPERS: dict[str, type[nn.Module]] = {
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable, or from an incompatible version."""
+
+
+def plain_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``metadata`` as a plain dict (tuples as lists) that a checkpoint can hold, or a TypeError naming the value
+    that can't be stored: str keys, and None, bools, ints, floats, strings, lists and dicts of them."""
+
+    def plain(value: Any, where: str) -> Any:
+        if value is None or isinstance(value, (bool, int, float, str)):
+            return value
+        if isinstance(value, (list, tuple)):
+            return [plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        if isinstance(value, Mapping):
+            bad = [key for key in value if not isinstance(key, str)]
+            if bad:
+                raise TypeError(f"metadata{where} has a key {bad[0]!r} that is not a string")
+            return {key: plain(item, f"{where}[{key!r}]") for key, item in value.items()}
+        raise TypeError(
+            f"metadata{where} is a {type(value).__name__}; checkpoints store plain values only "
+            "(None, bool, int, float, str, and lists and dicts of them)"
+        )
+
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a dict of plain values; got {type(metadata).__name__}")
+    return plain(metadata, "")
 
 
 def checkpoint_path(directory: str | Path, step: int) -> Path:
@@ -273,7 +304,8 @@ def load_checkpoint(
     use_ema: bool = True,
     device: torch.device | str | None = None,
     with_schedule: bool = False,
-) -> nn.Module | tuple[nn.Module, NoiseSchedule | CategoricalDiffusion | MultimodalDiffusion]:
+    with_metadata: bool = False,
+) -> nn.Module | tuple[Any, ...]:
     """Load a trained model for sampling, from a checkpoint file or a folder of them (newest valid one).
 
     Args:
@@ -286,9 +318,12 @@ def load_checkpoint(
         with_schedule: also return the noise schedule the model was trained with (a :class:`MultimodalDiffusion`
             for a multimodal model, a :class:`CategoricalDiffusion`
             for a model trained on categorical data), rebuilt from its stored ``config()``.
+        with_metadata: also return what the run recorded with ``train_denoiser(metadata=...)`` (e.g. its
+            dataset), a dict; ``{}`` for a checkpoint written without it.
 
     Returns:
-        the model in eval mode, or ``(model, noise_schedule)``.
+        the model in eval mode, or ``(model, noise_schedule)``, ``(model, metadata)`` or
+        ``(model, noise_schedule, metadata)``.
     """
     path = Path(path)
     device = check_device(device) if device is not None else default_device()
@@ -313,9 +348,12 @@ def load_checkpoint(
         raise CheckpointError(f"the weights in {path} do not fit the given model: {error}") from error
     _check_given_model(path, state, model)  # weights that fit can still be read wrongly
     model.to(device).eval()
+    extras = []
     if with_schedule:
-        return model, schedule_from_config(state["noise_schedule"]).to(device)
-    return model
+        extras.append(schedule_from_config(state["noise_schedule"]).to(device))
+    if with_metadata:
+        extras.append(dict(state.get("metadata") or {}))
+    return (model, *extras) if extras else model
 
 
 def _check_given_model(path: Path, state: dict[str, Any], model: nn.Module) -> None:

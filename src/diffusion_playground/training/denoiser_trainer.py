@@ -308,6 +308,7 @@ def train_denoiser(
     compile: bool = False,
     show_progress: bool = True,
     log_every: int = 25,
+    metadata: Mapping[str, Any] | None = None,
 ) -> TrainingHistory:
     """Train ``model`` to denoise ``data`` under ``noise_schedule``; the one trainer for every experiment.
 
@@ -353,6 +354,9 @@ def train_denoiser(
             while it compiles; worth it for long GPU runs).
         show_progress: show a tqdm bar with the live loss.
         log_every: how often (in steps) the loss is read back from the device and checked.
+        metadata: what the run is, in plain values (e.g. ``{"dataset": "swiss_roll"}``), stored in every checkpoint
+            and returned by ``load_checkpoint(path, with_metadata=True)``; resuming from a checkpoint that recorded
+            other metadata is refused, as for another schedule.
 
     Returns:
         a :class:`TrainingHistory` with the losses and the EMA model.
@@ -370,6 +374,7 @@ def train_denoiser(
         weight_decay=weight_decay, warmup_steps=warmup_steps, min_snr_gamma=min_snr_gamma, max_steps=max_steps,
         log_every=log_every, seed=seed,
     )  # fmt: skip
+    metadata = ckpt.plain_metadata(metadata)
     _check_model_and_process(model, noise_schedule)
     labels = _check_dataset(model, data, labels, noise_schedule)
     device = check_device(device) if device is not None else None
@@ -440,7 +445,7 @@ def train_denoiser(
                 with distributed.main_rank_output(context):
                     step_in_epoch = _restore(
                         state, model, ema, optimizer, scheduler, scaler, noise_generator, history, train_config,
-                        noise_schedule.config(),
+                        noise_schedule.config(), metadata,
                     )  # fmt: skip
                     print(f"Resuming from {history.checkpoint_path} (epoch {history.epoch}, step {history.step})")
         elif is_main:
@@ -477,6 +482,7 @@ def train_denoiser(
             "model_config": ckpt.model_config(model),
             "noise_schedule": noise_schedule.config(),
             "train_config": train_config,
+            "metadata": metadata,
         }
         ckpt.save_checkpoint_atomic(state, path)
         ckpt.prune_checkpoints(checkpoint_dir, keep_last)
@@ -632,9 +638,16 @@ def _restore(
     history: TrainingHistory,
     train_config: dict[str, Any],
     schedule_config: dict[str, Any],
+    metadata: dict[str, Any],
 ) -> int:
     """Fill everything from a checkpoint; return the position within the current epoch."""
     saved = state["train_config"]
+    if "metadata" in state and state["metadata"] != metadata:  # checkpoints written before metadata existed pass
+        raise ValueError(
+            f"the checkpoint {history.checkpoint_path} was written with metadata={state['metadata']} but this call has "
+            f"metadata={metadata} (another dataset?); resume with the same metadata, or pass resume=False (or another "
+            "checkpoint_dir) to start over"
+        )
     if state["noise_schedule"] != schedule_config:
         raise ValueError(
             f"the checkpoint {history.checkpoint_path} was trained with the noise schedule {_describe(state['noise_schedule'])} "

@@ -10,6 +10,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from diffusion_playground.checks import check_integer
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, vp_scale
 from diffusion_playground.diffusion.training_utils import sample_xt
 from diffusion_playground.visualization.loss_curve import save_figure
@@ -122,33 +123,47 @@ def plot_forward_process_2d(
 
 
 def plot_trajectory_2d(
-    trajectory: Tensor, *, num_frames: int = 6, num_paths: int = 12, path: str | Path | None = None
+    trajectory: Tensor,
+    *,
+    num_frames: int = 6,
+    num_paths: int = 6,
+    time_steps: Sequence[int] | Tensor | None = None,
+    path: str | Path | None = None,
 ) -> Figure:
     """The reverse process from a ``generate_samples(..., return_trajectory=True)`` trajectory.
 
     Panels 1..num_frames: the cloud x_t from the starting noise (t = T-1 for a full walk) to the final samples,
-    at steps spaced quadratically, denser towards the end, where the structure appears. Last panel: the paths of
-    ``num_paths`` individual samples from noise (grey) to data (red).
+    at steps spaced quadratically, denser towards the end, where the structure appears. Last panel: ``num_paths``
+    individual samples, each in its own colour, from its noise (open circle) to its sample (dot) through the
+    states the panels show (a DDPM path's step-to-step jitter would hide where it drifts), over the final samples
+    in grey. A deterministic sampler's trajectory (ddim, euler) gives smooth paths.
+
+    ``time_steps``: the trained step t of each state but the last (e.g. ``strided_time_steps(schedule, 50)`` for
+    ``steps=50``), for the panel titles; default: every trained step was walked, T-1 down to 0.
     """
     if trajectory.ndim != 3 or trajectory.shape[-1] != 2:
         raise ValueError(f"trajectory must have shape (steps, B, 2); got {tuple(trajectory.shape)}")
-    if num_frames < 2:
-        raise ValueError(f"num_frames must be >= 2; got {num_frames}")
+    check_integer("num_frames", num_frames, minimum=2)
+    check_integer("num_paths", num_paths, minimum=1)
     trajectory = trajectory.detach().cpu()
     last = trajectory.shape[0] - 1  # states 0..last: x_{T-1} (noise) first, the samples last
-    fractions = torch.linspace(1.0, 0.0, num_frames) ** 2  # quadratic spacing: denser near the end
-    frames = sorted({last - round(last * f) for f in fractions.tolist()})
+    steps = list(range(last - 1, -1, -1)) if time_steps is None else [int(t) for t in time_steps]
+    if len(steps) != last:
+        raise ValueError(f"time_steps must give the t of each of the {last} states before the samples; got {len(steps)}")
+    frames = sorted({last - round(last * f) for f in (torch.linspace(1.0, 0.0, num_frames) ** 2).tolist()})
     fig = Figure(figsize=(2.3 * (len(frames) + 1), 2.6), layout="constrained")
     axes = fig.subplots(1, len(frames) + 1)
     for ax, index in zip(axes, frames):
-        _scatter(ax, trajectory[index], f"t = {last - 1 - index}" if index < last else "samples")
+        _scatter(ax, trajectory[index], f"t = {steps[index]}" if index < last else "samples")
     ax = axes[-1]
-    paths = trajectory[:, :num_paths]  # (steps, paths, 2)
+    _scatter(ax, trajectory[-1], "", "0.85")
+    paths = trajectory[frames][:, :num_paths]  # (panels, paths, 2): through the states the panels show
     for k in range(paths.shape[1]):
-        ax.plot(paths[:, k, 0], paths[:, k, 1], color="tab:blue", alpha=0.3, linewidth=0.6)
-    ax.scatter(paths[0, :, 0], paths[0, :, 1], s=8, color="tab:gray", zorder=3)
-    ax.scatter(paths[-1, :, 0], paths[-1, :, 1], s=8, color="tab:red", zorder=3)
-    _square_axes(ax, f"{paths.shape[1]} paths, grey to red")
+        color = f"C{k % 10}"
+        ax.plot(paths[:, k, 0], paths[:, k, 1], color=color, linewidth=1.0, alpha=0.9)
+        ax.scatter(*paths[0, k], s=18, facecolors="none", edgecolors=color, zorder=3)
+        ax.scatter(*paths[-1, k], s=14, color=color, zorder=3)
+    _square_axes(ax, f"{paths.shape[1]} paths: o noise, • sample")
     if path is not None:
         save_figure(fig, path)
     return fig
