@@ -22,6 +22,7 @@ from diffusion_playground.evaluation.metrics import (
     sample_quality,
     sliced_wasserstein,
 )
+from diffusion_playground.evaluation.spectrum import radial_power_spectrum
 
 __all__ = [
     "FIDUnavailableError",
@@ -33,6 +34,7 @@ __all__ = [
     "load_or_train_classifier",
     "median_bandwidth",
     "mmd_rbf",
+    "radial_power_spectrum",
     "mode_fractions",
     "modes_covered",
     "sample_quality",
