@@ -138,6 +138,11 @@ def _check_schedule_fits_model(model: nn.Module, noise_schedule: NoiseSchedule) 
         )
 
 
+def non_finite_count(samples: Tensor) -> int:
+    """How many samples (rows of a (B, ...) batch) hold a NaN or an infinite value."""
+    return int((~torch.isfinite(samples.flatten(1))).any(dim=1).sum())
+
+
 def parameter_dtype(model: nn.Module) -> torch.dtype:
     """The dtype of the model's floating-point weights: float32 unless the user converted it (``model.double()``)."""
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
@@ -336,7 +341,7 @@ def generate_samples(
     finally:
         model.train(was_training)
     samples = result[0] if return_trajectory else result
-    bad = int((~torch.isfinite(samples.flatten(1))).any(dim=1).sum())
+    bad = non_finite_count(samples)
     if bad:  # e.g. a huge guidance_scale, or a model that diverged: say so rather than return NaN quietly
         warnings.warn(f"{bad} of {samples.shape[0]} samples contain NaN or infinite values", RuntimeWarning, stacklevel=3)
     if return_trajectory:

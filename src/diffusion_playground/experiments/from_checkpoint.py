@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from diffusion_playground.atomic_files import atomic_write, ensure_writable_folder
 from diffusion_playground.data.toys_2d import load_toy_2d
-from diffusion_playground.diffusion.backward import SAMPLERS, generate_samples
+from diffusion_playground.diffusion.backward import SAMPLERS, generate_samples, non_finite_count
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule
 from diffusion_playground.diffusion.step_schedules import step_sigmas
 from diffusion_playground.evaluation.classifier import classifier_metrics, load_or_train_classifier
@@ -118,7 +118,7 @@ def _output_stem(out: str | Path, name: str) -> Path:
 
 def _finite(samples: Tensor, options: SamplingOptions) -> Tensor:
     """The samples, or a ValueError when some are NaN or infinite (rather than writing them and exiting 0)."""
-    bad = int((~torch.isfinite(samples.flatten(1))).any(dim=1).sum())
+    bad = non_finite_count(samples)
     if bad:
         raise ValueError(
             f"{bad} of {samples.shape[0]} samples came out NaN or infinite ({options.sampler}, {options.steps} steps, "
