@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
 
 from diffusion_playground import BaseBackbone, TimeConditionedModel, train_denoiser
+from diffusion_playground.training import acceleration
 from diffusion_playground.training.acceleration import autocast_dtype, use_channels_last
 
 from conftest import tiny_model
@@ -43,6 +46,16 @@ def test_bf16_autocast_tracks_fp32_training(schedule, points):
     bf16 = train_denoiser(tiny_model(schedule.T), points, schedule, epochs=2, precision="bf16", **FAST)
     assert bf16.losses != fp32.losses  # the forward pass really ran in bf16
     assert bf16.losses == pytest.approx(fp32.losses, rel=0.05)
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_that_it_is_slow(monkeypatch):
+    monkeypatch.setattr(acceleration, "cpu_has_fast_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="without native bf16 kernels.*use precision='fp32'"):
+        assert acceleration.autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
+    monkeypatch.setattr(acceleration, "cpu_has_fast_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert acceleration.autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
 
 
 def test_channels_last_training_resumes_exactly(tmp_path, schedule, images):

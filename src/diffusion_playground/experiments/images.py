@@ -26,6 +26,7 @@ from diffusion_playground.experiments.summary import run_summary
 from diffusion_playground.models.backbones.unet import UNetBackbone, unet_mnist, unet_mnist_cpu, unet_small, unet_tiny
 from diffusion_playground.models.time_and_class_conditioned_model import TimeAndClassConditionedModel
 from diffusion_playground.training import distributed
+from diffusion_playground.training.acceleration import cpu_has_fast_bf16
 from diffusion_playground.training.denoiser_trainer import train_denoiser
 from diffusion_playground.visualization import plot_image_grid, plot_loss_curve
 
@@ -127,7 +128,8 @@ def choose_recipe(
     """``(name, backbone preset, settings)`` of the recipe to run: ``"full"`` or ``"cpu"``.
 
     ``"auto"`` picks the full recipe on a CUDA device with the whole dataset (``num_images >= recipe.full_size``),
-    else the CPU recipe where the dataset has one. ``"full"`` / ``"cpu"`` force either.
+    else the CPU recipe where the dataset has one. ``"full"`` / ``"cpu"`` force either. The CPU recipe's bf16
+    autocast becomes fp32 on a CPU without native bf16 kernels (:func:`cpu_has_fast_bf16`).
     """
     if choice not in ("auto", "full", "cpu"):
         raise ValueError(f"recipe must be 'auto', 'full' or 'cpu'; got {choice!r}")
@@ -137,7 +139,10 @@ def choose_recipe(
     on_gpu = torch.device(device).type == "cuda"
     if choice == "full" or not has_cpu or (choice == "auto" and on_gpu and num_images >= recipe.full_size):
         return "full", recipe.backbone, recipe.defaults
-    return "cpu", recipe.cpu_backbone, recipe.cpu_defaults
+    config = recipe.cpu_defaults
+    if config.precision == "bf16" and not cpu_has_fast_bf16():  # emulated bf16 is slower than fp32
+        config = replace(config, precision="fp32")
+    return "cpu", recipe.cpu_backbone, config
 
 
 def build_image_model(
