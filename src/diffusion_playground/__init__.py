@@ -4,8 +4,8 @@ The public API (names and call shapes kept stable across versions)::
 
     from diffusion_playground import (
         BaseBackbone, MLPBackbone, TimeConditionedModel, TimeAndClassConditionedModel,
-        MultimodalModel, NoiseSchedule, LinearNoiseSchedule, CosineNoiseSchedule, CategoricalDiffusion,
-        MultimodalDiffusion,
+        MultimodalModel, NoiseSchedule, LinearNoiseSchedule, CosineNoiseSchedule, RectifiedFlow,
+        CategoricalDiffusion, MultimodalDiffusion,
         sample_xt, generate_samples, train_denoiser, load_checkpoint,
         OptimalDenoiser, ClassifierFreeGuidance, as_denoiser,
     )
@@ -21,6 +21,7 @@ from diffusion_playground.diffusion import (  # noqa: E402
     MultimodalDiffusion,
     NoiseSchedule,
     OptimalDenoiser,
+    RectifiedFlow,
     as_denoiser,
     generate_samples,
     sample_xt,
@@ -45,6 +46,7 @@ __all__ = [
     "MultimodalModel",
     "NoiseSchedule",
     "OptimalDenoiser",
+    "RectifiedFlow",
     "TimeAndClassConditionedModel",
     "TimeConditionedModel",
     "TrainingHistory",

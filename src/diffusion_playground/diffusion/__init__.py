@@ -1,5 +1,5 @@
-"""The math of diffusion: Gaussian schedules, the forward process, targets and samplers, and categorical
-(D3PM) diffusion (no nn.Module state)."""
+"""The math of diffusion: Gaussian schedules (VP, and rectified flow), the forward process, targets and samplers,
+and categorical (D3PM) diffusion (no nn.Module state)."""
 
 from diffusion_playground.diffusion.backward import SAMPLERS, generate_samples, sample_ddpm
 from diffusion_playground.diffusion.categorical import CategoricalDiffusion
@@ -17,6 +17,7 @@ from diffusion_playground.diffusion.noise_schedule import (
     sigma_to_t,
 )
 from diffusion_playground.diffusion.optimal_denoiser import OptimalDenoiser
+from diffusion_playground.diffusion.rectified_flow import RectifiedFlow
 from diffusion_playground.diffusion.samplers import sample_ddim, sample_dpmpp_2m, sample_euler, sample_heun
 from diffusion_playground.diffusion.step_schedules import (
     DEFAULT_SIGMA_MAX,
@@ -41,6 +42,7 @@ __all__ = [
     "MultimodalDiffusion",
     "NoiseSchedule",
     "OptimalDenoiser",
+    "RectifiedFlow",
     "TimeViewModel",
     "alpha_bar_from_sigma",
     "as_denoiser",

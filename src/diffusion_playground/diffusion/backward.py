@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 from diffusion_playground.checks import check_device, check_integer, check_real, labels_tensor
 from diffusion_playground.diffusion.denoiser import as_denoiser, as_time_model
 from diffusion_playground.diffusion.guidance import ClassifierFreeGuidance
-from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, vp_scale
-from diffusion_playground.diffusion.parameterization import coefficients, x0_eps_from_prediction
+from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, sigma_from_alpha_bar, vp_scale
+from diffusion_playground.diffusion.parameterization import check_prediction_type, coefficients, x0_eps_from_prediction
 from diffusion_playground.diffusion.samplers import sample_ddim, sample_dpmpp_2m, sample_euler, sample_heun
 from diffusion_playground.diffusion.step_schedules import StepSchedule, check_num_steps, step_sigmas, strided_time_steps
 from diffusion_playground.diffusion.thresholding import ThresholdedDenoiser, check_percentile, threshold_x0
@@ -62,6 +62,8 @@ def sample_ddpm(
     x_{t-1} = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_hat) / sqrt(alpha_t) + sigma_t z.
     On a strided subset, step t -> s uses the posterior of the chain with beta = 1 - alpha_bar_t / alpha_bar_s
     (Song et al. 2021, DDIM, eq. 16 with eta = 1; Nichol & Dhariwal 2021, section 4), which for s = t - 1 is the above.
+    x is the process's own x_t = a_t x0 + s_t eps: for a RectifiedFlow the VP-equivalent posterior is rescaled to it
+    (:func:`strided_posterior`), so DDPM samples a flow model through the Gaussian chain with its marginals.
 
     Args:
         model: a wrapper called as model(x_t, t) or model(x_t, t, y); t is passed as a 0-dim tensor
@@ -117,19 +119,26 @@ def strided_posterior(schedule: NoiseSchedule, steps: list[int]) -> Tensor:
 
     With alpha_bar_s for s < 0 equal to 1 and beta = 1 - alpha_bar_t / alpha_bar_s (Ho et al. 2020, eq. 7):
     coef_x0 = sqrt(alpha_bar_s) beta / (1 - alpha_bar_t), coef_xt = sqrt(1 - beta) (1 - alpha_bar_s) / (1 - alpha_bar_t),
-    variance = beta (1 - alpha_bar_s) / (1 - alpha_bar_t). Computed in float64; shape (3, N).
+    variance = beta (1 - alpha_bar_s) / (1 - alpha_bar_t), for the VP x_t. A process whose x_t is c_t times the VP x_t
+    of the same sigma (c = s(sigma) sqrt(1 + sigma^2) with s = ``schedule.input_scale``: 1 for VP,
+    sqrt((1 - t)^2 + t^2) for rectified flow) has coef_x0 * c_s, coef_xt * c_s / c_t, variance * c_s^2.
+    Computed in float64; shape (3, N).
     """
     alpha_bars = schedule.alpha_bars_float64
     alpha_bar_t = alpha_bars[steps]  # (N,)
     alpha_bar_s = torch.cat([alpha_bars[steps[1:]], torch.ones(1, dtype=torch.float64)])  # (N,)
     beta = 1.0 - alpha_bar_t / alpha_bar_s
-    coef_x0 = alpha_bar_s.sqrt() * beta / (1.0 - alpha_bar_t)
-    coef_xt = (1.0 - beta).sqrt() * (1.0 - alpha_bar_s) / (1.0 - alpha_bar_t)
-    variance = beta * (1.0 - alpha_bar_s) / (1.0 - alpha_bar_t)
+    sigma_t, sigma_s = sigma_from_alpha_bar(alpha_bar_t), sigma_from_alpha_bar(alpha_bar_s)  # sigma_s = 0 before step 0
+    c_t, c_s = (schedule.input_scale(sigma) / vp_scale(sigma) for sigma in (sigma_t, sigma_s))  # (N,): 1 for VP
+    coef_x0 = c_s * alpha_bar_s.sqrt() * beta / (1.0 - alpha_bar_t)
+    coef_xt = (c_s / c_t) * (1.0 - beta).sqrt() * (1.0 - alpha_bar_s) / (1.0 - alpha_bar_t)
+    variance = c_s**2 * beta * (1.0 - alpha_bar_s) / (1.0 - alpha_bar_t)
     return torch.stack([coef_x0, coef_xt, variance]).float()
 
 
 def _check_schedule_fits_model(model: nn.Module, noise_schedule: NoiseSchedule) -> None:
+    if hasattr(model, "prediction_type"):  # a wrapper (a Denoiser has none)
+        check_prediction_type(model.prediction_type, noise_schedule)
     model_steps = getattr(model, "num_time_steps", None)
     if model_steps is not None and noise_schedule.T > model_steps:
         raise ValueError(
@@ -231,14 +240,16 @@ def generate_samples(
     min(sigma_{T-1}, 80), see :func:`~diffusion_playground.diffusion.step_schedules.sigma_range`), not at T-1: on
     trained levels, the step nearest to it (t = 930 of 1000, 183 of 200, 89 of 100 for
     ``LinearNoiseSchedule.scaled(T)``). (Only ddpm/ddim asked for more steps than the trained steps below the
-    default sigma_max start at T-1.) The sigma-view samplers step x_sigma = z / sqrt(alpha_bar) = z sqrt(1 + sigma^2)
-    from that first sigma.
+    default sigma_max start at T-1.) The sigma-view samplers step x_sigma = z / s(sigma) from that first sigma, with
+    the process's input scale s (``noise_schedule.input_scale``): z sqrt(1 + sigma^2) for a VP schedule, z (1 + sigma)
+    for a :class:`~diffusion_playground.diffusion.rectified_flow.RectifiedFlow`, whose x_t = z is then the flow's state.
 
     Args:
         model: a :class:`TimeConditionedModel` or :class:`TimeAndClassConditionedModel` (or any module with the
             same call and a ``prediction_type``), e.g. the EMA model of a training run; or a
             :class:`~diffusion_playground.diffusion.denoiser.Denoiser` such as ``OptimalDenoiser(data)``.
-        noise_schedule: the schedule the model was trained with (for a denoiser: the noise levels to walk).
+        noise_schedule: the schedule the model was trained with, e.g. ``LinearNoiseSchedule(1000)`` or
+            ``RectifiedFlow(1000)`` (for a denoiser: the noise levels to walk).
         shape: the shape of one sample, e.g. ``(2,)`` or ``(1, 28, 28)``; when ``num_samples`` is None,
             ``shape`` is the full batch shape ``(B, ...)``.
         num_samples: how many samples to draw.
@@ -263,7 +274,8 @@ def generate_samples(
         device: where to sample; defaults to the model's device.
         generator: a torch.Generator for reproducible samples.
         return_trajectory: also return the states from the noise to the samples, stacked on the CPU as
-            (N + 1, B, ...), on the VP scale x_t = x_sigma / sqrt(1 + sigma^2) (the DDPM x_t).
+            (N + 1, B, ...), on the process's scale x_t = s(sigma) x_sigma (the DDPM x_t): x_sigma / sqrt(1 + sigma^2)
+            for a VP schedule, x_sigma / (1 + sigma) = (1 - t) x0_hat + t eps_hat for a RectifiedFlow.
         clip_denoised: clip the predicted x0 to [-1, 1] at every step, whatever the sampler (for data in [-1, 1],
             i.e. images; see :mod:`~diffusion_playground.diffusion.thresholding` for why eps-models need it).
         dynamic_threshold: instead of static clipping, Imagen's dynamic thresholding at this percentile of |x0_hat|
@@ -331,12 +343,12 @@ def generate_samples(
             options = {"eta": eta} if sampler == "ddim" else {"s_churn": s_churn} if sampler == "heun" else {}
             with tqdm(total=len(sigmas) - 1, desc=f"{sampler} sampling", disable=not show_progress, leave=False) as bar:
                 result = spec.function(
-                    denoiser, z / vp_scale(sigmas[0]).item(), sigmas.to(device), labels=labels, generator=generator,
+                    denoiser, z / schedule.input_scale(sigmas[0]).item(), sigmas.to(device), labels=labels, generator=generator,
                     return_trajectory=return_trajectory, callback=lambda *_: bar.update(1), **options,
                 )  # fmt: skip
             if return_trajectory:
                 samples, trajectory = result
-                scale = vp_scale(sigmas).to(device).reshape(-1, *([1] * len(full_shape)))  # (N + 1, 1, ..., 1)
+                scale = schedule.input_scale(sigmas).to(device).reshape(-1, *([1] * len(full_shape)))  # (N + 1, 1, ..., 1)
                 result = samples, trajectory * scale
     finally:
         model.train(was_training)

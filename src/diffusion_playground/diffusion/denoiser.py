@@ -2,10 +2,11 @@
 
 Every sampler in :mod:`diffusion_playground.diffusion.samplers` steps the variance-exploding variable
 
-    x_sigma = x_t / sqrt(alpha_bar_t) = x0 + sigma eps,     sigma = sqrt((1 - alpha_bar_t) / alpha_bar_t),
+    x_sigma = x_t / a_t = x0 + sigma eps,     sigma = s_t / a_t  (= sqrt((1 - alpha_bar_t) / alpha_bar_t) for VP),
 
-and asks one question: "what is E[x0 | x_sigma]?". :class:`ModelDenoiser` answers it with a trained
-wrapper of any prediction target (eps, x0, v); :class:`~diffusion_playground.diffusion.optimal_denoiser.OptimalDenoiser`
+for any Gaussian process x_t = a_t x0 + s_t eps (a VP schedule: a_t = sqrt(alpha_bar_t); rectified flow: a_t = 1 - t,
+sigma = t / (1 - t)), and asks one question: "what is E[x0 | x_sigma]?". :class:`ModelDenoiser` answers it with a
+trained wrapper of any prediction target (eps, x0, v, flow); :class:`~diffusion_playground.diffusion.optimal_denoiser.OptimalDenoiser`
 answers it exactly for a finite dataset; :class:`~diffusion_playground.diffusion.guidance.ClassifierFreeGuidance`
 wraps either. :class:`TimeViewModel` goes the other way, so DDPM's ``model(x_t, t)`` call works on any denoiser.
 
@@ -22,7 +23,12 @@ import torch
 from torch import Tensor, nn
 
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, nearest_time_step
-from diffusion_playground.diffusion.parameterization import broadcast_coefficient, coefficients, x0_eps_from_prediction
+from diffusion_playground.diffusion.parameterization import (
+    broadcast_coefficient,
+    check_prediction_type,
+    coefficients,
+    x0_eps_from_prediction,
+)
 from diffusion_playground.diffusion.training_utils import call_model
 from diffusion_playground.models.time_and_class_conditioned_model import TimeAndClassConditionedModel
 
@@ -51,11 +57,13 @@ class ModelDenoiser(Denoiser):
     1. t = the trained step nearest to sigma in log-space (:func:`nearest_time_step`); the wrappers take integer t,
        so a sigma between two trained levels is *rounded* to one of them (step schedules built on the t-grid never
        need rounding; EDM's churn does, which is why its sigma_hat is snapped too).
-    2. x_t = sqrt(alpha_bar_t) x_sigma, the VP input the network was trained on (Karras et al. 2022, eq. 4).
+    2. x_t = a_t x_sigma, the input the network was trained on (Karras et al. 2022, eq. 4, s(t) = a_t), with a_t the
+       process's ``signal_scales``: sqrt(alpha_bar_t) = 1 / sqrt(1 + sigma^2) (VP), 1 - t = 1 / (1 + sigma) (rectified flow).
     3. (x0_hat, eps_hat) from the network output whatever ``model.prediction_type`` is (parameterization.py).
     """
 
     def __init__(self, model: nn.Module, noise_schedule: NoiseSchedule) -> None:
+        check_prediction_type(model.prediction_type, noise_schedule)
         super().__init__()
         self.model = model
         self.discrete_schedule = noise_schedule
@@ -92,8 +100,9 @@ def _call_with_null_labels(model: nn.Module, x_t: Tensor, t: Tensor, labels: Ten
 class TimeViewModel(nn.Module):
     """The inverse adapter: a denoiser seen as an x0-predicting wrapper ``model(x_t, t[, y])``.
 
-    model(x_t, t) = D(x_t / sqrt(alpha_bar_t), sigma_t), so DDPM ancestral sampling (which steps x_t at integer t)
-    runs on the optimal denoiser or a guided denoiser exactly as on a trained network.
+    model(x_t, t) = D(x_t / a_t, sigma_t) (a_t = sqrt(alpha_bar_t) for VP, 1 - t for rectified flow), so DDPM
+    ancestral sampling (which steps x_t at integer t) runs on the optimal denoiser or a guided denoiser exactly as on
+    a trained network.
     """
 
     prediction_type = "x0"
@@ -108,7 +117,7 @@ class TimeViewModel(nn.Module):
     def forward(self, x_t: Tensor, t: Tensor | int, y: Tensor | None = None) -> Tensor:
         t = torch.as_tensor(t, device=x_t.device)
         sigma = self.noise_schedule.sigmas.to(x_t.device)[t]  # 0-dim or (B,)
-        a_t = broadcast_coefficient(self.noise_schedule.sqrt_alpha_bars, t, x_t)  # (B or 1, 1, ..., 1)
+        a_t = broadcast_coefficient(self.noise_schedule.signal_scales, t, x_t)  # (B or 1, 1, ..., 1)
         return self.denoiser(x_t / a_t, sigma, y)
 
 

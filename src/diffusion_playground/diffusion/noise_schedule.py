@@ -13,6 +13,12 @@ Notation (Ho et al. 2020, "Denoising Diffusion Probabilistic Models", section 2)
 Time steps are integers t in [0, T): index 0 is the first (least noisy) step and T - 1 the last.
 Training draws t uniformly from [0, T) and sampling walks t = T-1, ..., 0, so both use the same
 indices (the original DiffusionLab trained on [0, T-1] but sampled on [1, T]).
+
+Every Gaussian process the package trains is a NoiseSchedule: x_t = a_t x0 + s_t eps on the T steps, with
+(a_t, s_t) = (``signal_scales``, ``noise_scales``). For the VP schedules here (a_t, s_t) = (sqrt(alpha_bar_t),
+sqrt(1 - alpha_bar_t)); another process (rectified_flow.py: a_t = 1 - t, s_t = t) keeps betas/alpha_bars/sigmas
+as its VP-equivalent (same sigma_t = s_t / a_t) and overrides the scales, :meth:`NoiseSchedule.input_scale` and
+:meth:`NoiseSchedule.sample_time_steps`.
 """
 
 from __future__ import annotations
@@ -33,6 +39,12 @@ if TYPE_CHECKING:
 class NoiseSchedule:
     """A schedule defined by its betas; every other view is derived from them.
 
+    Attributes (besides betas, alphas, alpha_bars, snr, sigmas and the posterior coefficients, all (T,) float32):
+        signal_scales, noise_scales: a_t and s_t of x_t = a_t x0 + s_t eps, the network's input; here
+            sqrt(alpha_bar_t) and sqrt(1 - alpha_bar_t) (the same tensors as ``sqrt_alpha_bars`` and
+            ``sqrt_one_minus_alpha_bars``).
+        prediction_types: the network targets whose conversions hold for this process (parameterization.py).
+
     Args:
         betas: 1-D tensor of the T variances beta_t, each in (0, 1).
 
@@ -40,6 +52,8 @@ class NoiseSchedule:
         ValueError: if there is no step, a beta lies outside (0, 1), or alpha_bar is not
             strictly decreasing (which would make some step remove noise).
     """
+
+    prediction_types: tuple[str, ...] = ("eps", "x0", "v")  # v = a eps - s x0 inverts only when a^2 + s^2 = 1
 
     def __init__(self, betas: Tensor) -> None:
         betas = torch.as_tensor(betas, dtype=torch.float64)
@@ -81,6 +95,7 @@ class NoiseSchedule:
         self.sqrt_one_minus_alpha_bars = f32((1.0 - alpha_bars).sqrt())
         self.snr = f32(alpha_bars / (1.0 - alpha_bars))
         self.sigmas = f32(((1.0 - alpha_bars) / alpha_bars).sqrt())
+        self.signal_scales, self.noise_scales = self.sqrt_alpha_bars, self.sqrt_one_minus_alpha_bars  # a_t, s_t
         # Posterior q(x_{t-1} | x_t, x_0) = N(c0_t x_0 + ct_t x_t, beta_tilde_t I)  (Ho et al. 2020, eq. 6-7)
         self.posterior_variance = f32(betas * (1.0 - alpha_bars_prev) / (1.0 - alpha_bars))
         self.posterior_mean_coef_x0 = f32(betas * alpha_bars_prev.sqrt() / (1.0 - alpha_bars))
@@ -114,6 +129,17 @@ class NoiseSchedule:
     @property
     def device(self) -> torch.device:
         return self._device
+
+    def input_scale(self, sigma: Tensor) -> Tensor:
+        """s(sigma) with x_t = s(sigma) x_sigma: the network's input from the samplers' VE variable (Karras et al.
+        2022, eq. 4); here s = sqrt(alpha_bar) = 1 / sqrt(1 + sigma^2) (:func:`vp_scale`)."""
+        return vp_scale(sigma)
+
+    def sample_time_steps(
+        self, batch_size: int, device: torch.device, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """t ~ Uniform{0, ..., T-1} (Ho et al. 2020, Algorithm 1, line 3): the (batch_size,) int64 steps of a training batch."""
+        return torch.randint(0, self.T, (batch_size,), device=device, generator=generator)
 
     def to(self, device: torch.device | str) -> "NoiseSchedule":
         """Move every derived tensor to ``device`` (in place) and return self."""
@@ -238,12 +264,13 @@ def nearest_time_step(noise_schedule: NoiseSchedule, sigma: Tensor | float) -> T
 
 
 def schedule_from_config(config: dict[str, Any]) -> NoiseSchedule | CategoricalDiffusion | MultimodalDiffusion:
-    """Rebuild a schedule from its :meth:`NoiseSchedule.config`, a :class:`CategoricalDiffusion` (name
-    "categorical") or a :class:`MultimodalDiffusion` (name "multimodal", its parts rebuilt in turn) from its
-    ``config()``; used by checkpoints."""
-    # imported here: both modules import this one
+    """Rebuild a schedule from its :meth:`NoiseSchedule.config` (a :class:`RectifiedFlow`'s too, name
+    "rectified_flow"), a :class:`CategoricalDiffusion` (name "categorical") or a :class:`MultimodalDiffusion`
+    (name "multimodal", its parts rebuilt in turn) from its ``config()``; used by checkpoints."""
+    # imported here: these modules import this one
     from diffusion_playground.diffusion.categorical import CategoricalDiffusion
     from diffusion_playground.diffusion.multimodal import MultimodalDiffusion
+    from diffusion_playground.diffusion.rectified_flow import RectifiedFlow
 
     kwargs = dict(config)
     name = kwargs.pop("name", None)
@@ -252,7 +279,7 @@ def schedule_from_config(config: dict[str, Any]) -> NoiseSchedule | CategoricalD
         return MultimodalDiffusion(processes, kwargs["weights"])
     builders = {
         "linear": LinearNoiseSchedule, "cosine": CosineNoiseSchedule, "custom": NoiseSchedule,
-        "categorical": CategoricalDiffusion,
+        "rectified_flow": RectifiedFlow, "categorical": CategoricalDiffusion,
     }  # fmt: skip
     if name not in builders:
         raise ValueError(f"unknown noise schedule {name!r}; expected one of {sorted([*builders, 'multimodal'])}")

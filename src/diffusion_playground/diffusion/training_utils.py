@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule
 from diffusion_playground.diffusion.parameterization import (
+    check_prediction_type,
     coefficients,
     target_from_x0_eps,
 )
@@ -20,7 +21,8 @@ LossWeighting = Literal["uniform", "min_snr"]
 def q_sample(x0: Tensor, noise_schedule: NoiseSchedule, t: Tensor, noise: Tensor) -> Tensor:
     """Draw x_t ~ q(x_t | x_0) in closed form (Ho et al. 2020, eq. 4).
 
-    x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps,   eps ~ N(0, I)
+    x_t = a_t x_0 + s_t eps,   eps ~ N(0, I),
+    with (a_t, s_t) = (sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t)) for a VP schedule, (1 - t, t) for rectified flow.
     """
     a_t, s_t = coefficients(noise_schedule, t, x0)  # (B, 1, ..., 1)
     return a_t * x0 + s_t * noise
@@ -29,8 +31,9 @@ def q_sample(x0: Tensor, noise_schedule: NoiseSchedule, t: Tensor, noise: Tensor
 def sample_time_steps(
     batch_size: int, noise_schedule: NoiseSchedule, device: torch.device, generator: torch.Generator | None = None
 ) -> Tensor:
-    """t ~ Uniform{0, ..., T-1} (Ho et al. 2020, Algorithm 1, line 3)."""
-    return torch.randint(0, noise_schedule.T, (batch_size,), device=device, generator=generator)
+    """The training steps t of a batch, from the schedule's time distribution: Uniform{0, ..., T-1} (Ho et al. 2020,
+    Algorithm 1, line 3) unless the process says otherwise (:meth:`RectifiedFlow.sample_time_steps`)."""
+    return noise_schedule.sample_time_steps(batch_size, device, generator)
 
 
 def sample_xt(
@@ -44,9 +47,9 @@ def sample_xt(
 
     Args:
         x0: clean data of shape (B, ...).
-        noise_schedule: the schedule giving alpha_bar_t.
+        noise_schedule: the schedule giving (a_t, s_t).
         t: integer step(s) in [0, T): a (B,) tensor, one int for the whole batch, or None to draw
-            t uniformly per sample.
+            t per sample from the schedule's time distribution (uniform, or e.g. a RectifiedFlow's logit-normal).
         generator: optional torch.Generator for reproducible draws.
     """
     if x0.ndim < 2:
@@ -96,7 +99,8 @@ def loss_weights(
     ``uniform``: w = 1, Ho et al.'s simplified objective L_simple (eq. 14) for eps-prediction.
     ``min_snr``: Min-SNR-gamma (Hang et al. 2023, eq. 8) weights the x0-space error by
     min(snr_t, gamma); expressed on each target that is
-        eps: min(snr, gamma) / snr,   x0: min(snr, gamma),   v: min(snr, gamma) / (snr + 1).
+        eps: min(snr, gamma) / snr,   x0: min(snr, gamma),   v: min(snr, gamma) / (snr + 1),
+        flow: min(snr, gamma) / (1 + sqrt(snr))^2   (x0 = x_t - t v, and t = 1 / (1 + sqrt(snr)) on the straight path).
     """
     if weighting == "uniform":
         return torch.ones(t.shape, device=t.device)
@@ -106,7 +110,7 @@ def loss_weights(
         raise ValueError(f"min_snr_gamma must be > 0; got {min_snr_gamma}")
     snr = noise_schedule.snr.to(t.device)[t]
     clipped = snr.clamp(max=min_snr_gamma)
-    by_target = {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1.0)}
+    by_target = {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1.0), "flow": clipped / (1.0 + snr.sqrt()) ** 2}
     if prediction_type not in by_target:
         raise ValueError(f"prediction_type must be one of {tuple(by_target)}; got {prediction_type!r}")
     return by_target[prediction_type]
@@ -125,8 +129,9 @@ def denoising_loss(
     """The denoising objective, one Monte-Carlo draw of (t, eps) per sample (Ho et al. 2020, Algorithm 1).
 
     L = E_{x0, t, eps} [ w(t) || f_theta(x_t, t) - target(x0, eps, t) ||^2 ],
-    where the target is eps, x0 or v according to ``model.prediction_type``. The squared error
-    is averaged over the data dimensions, then the weighted errors over the batch.
+    where the target is eps, x0, v or the flow velocity eps - x0 according to ``model.prediction_type`` (for a
+    RectifiedFlow with "flow" and uniform weighting this is the conditional flow-matching loss, Lipman et al. 2023,
+    eq. 9). The squared error is averaged over the data dimensions, then the weighted errors over the batch.
     """
     _, noise, t = sample_xt(x0, noise_schedule, generator=generator)
     return weighted_errors(model, x0, noise_schedule, t, noise, labels, weighting, min_snr_gamma).mean()
@@ -144,6 +149,7 @@ def weighted_errors(
 ) -> Tensor:
     """w(t_i) ||f_theta(x_t_i, t_i) - target_i||^2 / d for each sample i, given its draws (t_i, eps_i): shape (B,)."""
     prediction_type = getattr(model, "prediction_type", "eps")
+    check_prediction_type(prediction_type, noise_schedule)  # e.g. a "v" model on a RectifiedFlow: the wrong target
     prediction = call_model(model, q_sample(x0, noise_schedule, t, noise), t, labels)
     target = target_from_x0_eps(x0, noise, *coefficients(noise_schedule, t, x0), prediction_type)
     per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").flatten(1).mean(dim=1)  # (B,)

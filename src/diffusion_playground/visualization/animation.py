@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from diffusion_playground.checks import check_integer
-from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, nearest_time_step, vp_scale
+from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, nearest_time_step
 from diffusion_playground.diffusion.step_schedules import step_sigmas
 from diffusion_playground.visualization.image_grid import image_mosaic
 from diffusion_playground.visualization.points_2d import _denoiser_field, _eval_mode, _field_grid, _scatter
@@ -122,7 +122,7 @@ def animate_points_2d(
     def show(index: int) -> None:
         points.set_offsets(trajectory[index].numpy())
         sigma = levels[index].item()
-        pull = vp_scale(torch.tensor(sigma)) * x0_hat(grid, sigma) - grid  # (1 - a^2) * score, by Tweedie
+        pull = noise_schedule.input_scale(torch.tensor(sigma)) * x0_hat(grid, sigma) - grid  # a x0_hat - x_t = s^2 score (Tweedie)
         pull = pull * (max_length / pull.norm(dim=1, keepdim=True).clamp(min=max_length))  # cap the length
         arrows.set_UVC(pull[:, 0], pull[:, 1])
         label.set_text(f"arrows: t = {time_steps[index]}")

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from torch import Tensor, nn
 
 from diffusion_playground.checks import check_integer
-from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, vp_scale
+from diffusion_playground.diffusion.noise_schedule import NoiseSchedule
 from diffusion_playground.diffusion.training_utils import sample_xt
 from diffusion_playground.visualization.loss_curve import save_figure
 
@@ -51,10 +51,11 @@ def _field_grid(grid_size: int) -> Tensor:
 
 
 def _denoiser_field(model: nn.Module, noise_schedule: NoiseSchedule) -> Callable[[Tensor, float], Tensor]:
-    """``x0_hat(x_t, sigma)``: the model's clean-point prediction at VP points x_t (CPU, (N, 2)) of noise level sigma.
+    """``x0_hat(x_t, sigma)``: the model's clean-point prediction at points x_t (CPU, (N, 2)) of noise level sigma.
 
-    The VP state is the sigma-view state scaled by a = sqrt(alpha_bar) = 1 / sqrt(1 + sigma^2) (Karras et al.
-    2022, eq. 4), so x0_hat = D(x_t / a, sigma) with the model seen as a denoiser D (``as_denoiser``: a trained
+    The state x_t is the sigma-view state scaled by the process's a = ``noise_schedule.input_scale(sigma)``
+    (Karras et al. 2022, eq. 4): sqrt(alpha_bar) = 1 / sqrt(1 + sigma^2) for VP, 1 / (1 + sigma) for rectified
+    flow, so x0_hat = D(x_t / a, sigma) with the model seen as a denoiser D (``as_denoiser``: a trained
     wrapper or e.g. an :class:`OptimalDenoiser`). Runs without gradients on the model's device; returns CPU
     tensors. Call it inside :func:`_eval_mode`.
     """
@@ -67,7 +68,7 @@ def _denoiser_field(model: nn.Module, noise_schedule: NoiseSchedule) -> Callable
     @torch.no_grad()
     def x0_hat(x_t: Tensor, sigma: float) -> Tensor:
         sigma_tensor = torch.tensor(float(sigma), device=device)
-        return denoiser(x_t.to(device) / vp_scale(sigma_tensor), sigma_tensor).cpu()
+        return denoiser(x_t.to(device) / noise_schedule.input_scale(sigma_tensor), sigma_tensor).cpu()
 
     return x0_hat
 
