@@ -5,7 +5,7 @@ The public API (names and call shapes kept stable across versions)::
     from diffusion_playground import (
         BaseBackbone, MLPBackbone, TimeConditionedModel, TimeAndClassConditionedModel,
         MultimodalModel, NoiseSchedule, LinearNoiseSchedule, CosineNoiseSchedule, RectifiedFlow,
-        CategoricalDiffusion, MultimodalDiffusion,
+        CategoricalDiffusion, MultimodalDiffusion, EDMDiffusion, EDMPreconditioner,
         sample_xt, generate_samples, train_denoiser, load_checkpoint,
         OptimalDenoiser, ClassifierFreeGuidance, as_denoiser,
     )
@@ -17,6 +17,7 @@ from diffusion_playground.diffusion import (  # noqa: E402
     CategoricalDiffusion,
     ClassifierFreeGuidance,
     CosineNoiseSchedule,
+    EDMDiffusion,
     LinearNoiseSchedule,
     MultimodalDiffusion,
     NoiseSchedule,
@@ -33,6 +34,7 @@ from diffusion_playground.models import (  # noqa: E402
     TimeAndClassConditionedModel,
     TimeConditionedModel,
 )
+from diffusion_playground.models.edm_preconditioner import EDMPreconditioner  # noqa: E402
 from diffusion_playground.training import TrainingHistory, load_checkpoint, train_denoiser  # noqa: E402
 
 __all__ = [
@@ -40,6 +42,8 @@ __all__ = [
     "CategoricalDiffusion",
     "ClassifierFreeGuidance",
     "CosineNoiseSchedule",
+    "EDMDiffusion",
+    "EDMPreconditioner",
     "LinearNoiseSchedule",
     "MLPBackbone",
     "MultimodalDiffusion",

@@ -1,9 +1,10 @@
-"""The math of diffusion: Gaussian schedules (VP, and rectified flow), the forward process, targets and samplers,
-and categorical (D3PM) diffusion (no nn.Module state)."""
+"""The math of diffusion: Gaussian schedules (VP, rectified flow, and EDM's continuous sigma), the forward process,
+targets and samplers, and categorical (D3PM) diffusion (no nn.Module state)."""
 
 from diffusion_playground.diffusion.backward import SAMPLERS, generate_samples, sample_ddpm
 from diffusion_playground.diffusion.categorical import CategoricalDiffusion
 from diffusion_playground.diffusion.multimodal import MultimodalDiffusion
+from diffusion_playground.diffusion.edm import EDMDiffusion
 from diffusion_playground.diffusion.denoiser import NULL_LABEL, Denoiser, ModelDenoiser, TimeViewModel, as_denoiser
 from diffusion_playground.diffusion.guidance import ClassifierFreeGuidance
 from diffusion_playground.diffusion.noise_schedule import (
@@ -37,6 +38,7 @@ __all__ = [
     "ClassifierFreeGuidance",
     "CosineNoiseSchedule",
     "Denoiser",
+    "EDMDiffusion",
     "LinearNoiseSchedule",
     "ModelDenoiser",
     "MultimodalDiffusion",

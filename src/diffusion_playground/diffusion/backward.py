@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from diffusion_playground.checks import check_device, check_integer, check_real, labels_tensor
-from diffusion_playground.diffusion.denoiser import as_denoiser, as_time_model
+from diffusion_playground.diffusion.denoiser import Denoiser, as_denoiser, as_time_model
+from diffusion_playground.diffusion.edm import EDMDiffusion
 from diffusion_playground.diffusion.guidance import ClassifierFreeGuidance
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, sigma_from_alpha_bar, vp_scale
 from diffusion_playground.diffusion.parameterization import check_prediction_type, coefficients, x0_eps_from_prediction
@@ -147,6 +148,21 @@ def _check_schedule_fits_model(model: nn.Module, noise_schedule: NoiseSchedule) 
         )
 
 
+def _check_continuous_sampling(model: nn.Module, sampler: str) -> None:
+    """What sampling a continuous-sigma process (EDMDiffusion) needs: a denoiser of any sigma and a sampler of the
+    sigma view (its grid, Karras' with a number of steps, is checked by ``step_sigmas``)."""
+    if not isinstance(model, Denoiser):
+        raise TypeError(
+            f"an EDMDiffusion samples a denoiser called as D(x, sigma), such as EDMPreconditioner; got "
+            f"{type(model).__name__} (a wrapper of integer steps samples with the NoiseSchedule it was trained with)"
+        )
+    if sampler == "ddpm":
+        raise ValueError(
+            "sampler='ddpm' walks the trained steps of a discrete chain and an EDMDiffusion has none; use "
+            "'heun' (Karras et al. 2022), 'euler', 'dpmpp_2m' or 'ddim'"
+        )
+
+
 def non_finite_count(samples: Tensor) -> int:
     """How many samples (rows of a (B, ...) batch) hold a NaN or an infinite value."""
     return int((~torch.isfinite(samples.flatten(1))).any(dim=1).sum())
@@ -212,7 +228,7 @@ def check_sampler(sampler: str) -> SamplerSpec:
 @torch.no_grad()
 def generate_samples(
     model: nn.Module,
-    noise_schedule: NoiseSchedule,
+    noise_schedule: NoiseSchedule | EDMDiffusion,
     shape: Sequence[int],
     num_samples: int | None = None,
     *,
@@ -243,13 +259,16 @@ def generate_samples(
     default sigma_max start at T-1.) The sigma-view samplers step x_sigma = z / s(sigma) from that first sigma, with
     the process's input scale s (``noise_schedule.input_scale``): z sqrt(1 + sigma^2) for a VP schedule, z (1 + sigma)
     for a :class:`~diffusion_playground.diffusion.rectified_flow.RectifiedFlow`, whose x_t = z is then the flow's state.
+    An :class:`~diffusion_playground.diffusion.edm.EDMDiffusion` has no time steps: its denoiser takes any sigma, so
+    ``steps`` is required and the grid is Karras' rho = 7 one between the process's sigma_min and sigma_max, unsnapped
+    (``sampler="heun", steps=18`` is Karras et al.'s deterministic sampler); every sampler but ddpm runs on it.
 
     Args:
         model: a :class:`TimeConditionedModel` or :class:`TimeAndClassConditionedModel` (or any module with the
             same call and a ``prediction_type``), e.g. the EMA model of a training run; or a
             :class:`~diffusion_playground.diffusion.denoiser.Denoiser` such as ``OptimalDenoiser(data)``.
-        noise_schedule: the schedule the model was trained with, e.g. ``LinearNoiseSchedule(1000)`` or
-            ``RectifiedFlow(1000)`` (for a denoiser: the noise levels to walk).
+        noise_schedule: the schedule the model was trained with, e.g. ``LinearNoiseSchedule(1000)``,
+            ``RectifiedFlow(1000)`` or ``EDMDiffusion()`` (for a denoiser: the noise levels to walk).
         shape: the shape of one sample, e.g. ``(2,)`` or ``(1, 28, 28)``; when ``num_samples`` is None,
             ``shape`` is the full batch shape ``(B, ...)``.
         num_samples: how many samples to draw.
@@ -285,11 +304,14 @@ def generate_samples(
         samples of shape (B, *shape) in data space, or ``(samples, trajectory)``.
     """
     spec = check_sampler(sampler)
-    if not isinstance(noise_schedule, NoiseSchedule):
+    if not isinstance(noise_schedule, (NoiseSchedule, EDMDiffusion)):
         raise TypeError(
-            f"noise_schedule must be the NoiseSchedule the model was trained with; got {type(noise_schedule).__name__} "
-            "(categorical and multimodal processes sample with their own process.sample(...))"
+            f"noise_schedule must be the NoiseSchedule (or EDMDiffusion) the model was trained with; got "
+            f"{type(noise_schedule).__name__} (categorical and multimodal processes sample with their own process.sample(...))"
         )
+    continuous = isinstance(noise_schedule, EDMDiffusion)  # any sigma in its range, no time steps
+    if continuous:
+        _check_continuous_sampling(model, sampler)
     if steps is not None:
         check_num_steps(steps)
     elif sigma_min is not None or sigma_max is not None:
@@ -315,7 +337,8 @@ def generate_samples(
     if guidance_scale != 0.0 and labels is None:
         raise ValueError(f"guidance_scale={guidance_scale} needs class_labels to guide towards (and a class-conditional model)")
     schedule = copy.copy(noise_schedule).to(device)  # a device copy: the caller's schedule stays where it is
-    _check_schedule_fits_model(model, schedule)
+    if not continuous:
+        _check_schedule_fits_model(model, schedule)
     z = randn_like(torch.empty(full_shape, device=device, dtype=parameter_dtype(model)), generator)  # VP noise x_t at the first step
 
     was_training = model.training
@@ -338,8 +361,8 @@ def generate_samples(
             )  # fmt: skip
         else:
             discrete = getattr(denoiser, "discrete_schedule", None) is not None
-            sigmas = step_sigmas(schedule, steps, step_schedule or spec.step_schedule, discrete=discrete,
-                                 sigma_min=sigma_min, sigma_max=sigma_max)  # fmt: skip
+            spacing = step_schedule or ("karras" if continuous else spec.step_schedule)
+            sigmas = step_sigmas(schedule, steps, spacing, discrete=discrete, sigma_min=sigma_min, sigma_max=sigma_max)
             options = {"eta": eta} if sampler == "ddim" else {"s_churn": s_churn} if sampler == "heun" else {}
             with tqdm(total=len(sigmas) - 1, desc=f"{sampler} sampling", disable=not show_progress, leave=False) as bar:
                 result = spec.function(

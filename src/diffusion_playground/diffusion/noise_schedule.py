@@ -33,6 +33,7 @@ from diffusion_playground.checks import check_integer, check_real
 
 if TYPE_CHECKING:
     from diffusion_playground.diffusion.categorical import CategoricalDiffusion
+    from diffusion_playground.diffusion.edm import EDMDiffusion
     from diffusion_playground.diffusion.multimodal import MultimodalDiffusion
 
 
@@ -263,12 +264,16 @@ def nearest_time_step(noise_schedule: NoiseSchedule, sigma: Tensor | float) -> T
     return sigma_to_t(noise_schedule, sigma).round().long()
 
 
-def schedule_from_config(config: dict[str, Any]) -> NoiseSchedule | CategoricalDiffusion | MultimodalDiffusion:
+def schedule_from_config(
+    config: dict[str, Any],
+) -> NoiseSchedule | CategoricalDiffusion | MultimodalDiffusion | EDMDiffusion:
     """Rebuild a schedule from its :meth:`NoiseSchedule.config` (a :class:`RectifiedFlow`'s too, name
-    "rectified_flow"), a :class:`CategoricalDiffusion` (name "categorical") or a :class:`MultimodalDiffusion`
-    (name "multimodal", its parts rebuilt in turn) from its ``config()``; used by checkpoints."""
+    "rectified_flow"), a :class:`CategoricalDiffusion` (name "categorical"), an :class:`EDMDiffusion` (name "edm")
+    or a :class:`MultimodalDiffusion` (name "multimodal", its parts rebuilt in turn) from its ``config()``; used by
+    checkpoints."""
     # imported here: these modules import this one
     from diffusion_playground.diffusion.categorical import CategoricalDiffusion
+    from diffusion_playground.diffusion.edm import EDMDiffusion
     from diffusion_playground.diffusion.multimodal import MultimodalDiffusion
     from diffusion_playground.diffusion.rectified_flow import RectifiedFlow
 
@@ -279,7 +284,7 @@ def schedule_from_config(config: dict[str, Any]) -> NoiseSchedule | CategoricalD
         return MultimodalDiffusion(processes, kwargs["weights"])
     builders = {
         "linear": LinearNoiseSchedule, "cosine": CosineNoiseSchedule, "custom": NoiseSchedule,
-        "rectified_flow": RectifiedFlow, "categorical": CategoricalDiffusion,
+        "rectified_flow": RectifiedFlow, "categorical": CategoricalDiffusion, "edm": EDMDiffusion,
     }  # fmt: skip
     if name not in builders:
         raise ValueError(f"unknown noise schedule {name!r}; expected one of {sorted([*builders, 'multimodal'])}")

@@ -7,13 +7,16 @@ N for the first-order samplers and DPM-Solver++(2M), 2N - 1 for Heun (its last s
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
 
 from diffusion_playground.checks import check_integer, check_real
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, nearest_time_step
+
+if TYPE_CHECKING:
+    from diffusion_playground.diffusion.edm import EDMDiffusion
 
 StepSchedule = Literal["uniform", "karras"]
 STEP_SCHEDULES: tuple[str, ...] = ("uniform", "karras")
@@ -86,13 +89,16 @@ def snap_to_time_steps(noise_schedule: NoiseSchedule, sigmas: Tensor) -> Tensor:
 
 
 def sigma_range(
-    noise_schedule: NoiseSchedule, sigma_min: float | None = None, sigma_max: float | None = None
+    noise_schedule: NoiseSchedule | EDMDiffusion, sigma_min: float | None = None, sigma_max: float | None = None
 ) -> tuple[float, float]:
     """The noise levels a few-step grid spans: ``sigma_min`` (default: the schedule's sigma_0) to ``sigma_max``
-    (default: the schedule's sigma_{T-1}, at most :data:`DEFAULT_SIGMA_MAX`). Both must lie in the trained range."""
+    (default: the schedule's sigma_{T-1}, at most :data:`DEFAULT_SIGMA_MAX`). Both must lie in the trained range.
+    An EDMDiffusion has no trained steps: its own sigma_min and sigma_max (Table 1: 0.002 and 80) are the defaults
+    and the range."""
     low, high = noise_schedule.sigma_min, noise_schedule.sigma_max
     sigma_min = low if sigma_min is None else float(sigma_min)
-    sigma_max = min(high, DEFAULT_SIGMA_MAX) if sigma_max is None else float(sigma_max)
+    default_max = min(high, DEFAULT_SIGMA_MAX) if isinstance(noise_schedule, NoiseSchedule) else high
+    sigma_max = default_max if sigma_max is None else float(sigma_max)
     tolerance = 1e-6 * high
     if not low - tolerance <= sigma_min <= sigma_max <= high + tolerance:
         raise ValueError(
@@ -119,7 +125,7 @@ def strided_time_steps(
 
 
 def step_sigmas(
-    noise_schedule: NoiseSchedule,
+    noise_schedule: NoiseSchedule | EDMDiffusion,
     num_steps: int | None,
     step_schedule: StepSchedule = "uniform",
     *,
@@ -133,9 +139,16 @@ def step_sigmas(
     ``uniform`` spaces the steps evenly in t (DDPM/DDIM) between the trained steps nearest to sigma_max and
     sigma_min; ``karras`` uses :func:`karras_sigmas`, snapped to the trained levels when ``discrete`` (a
     trained model). ``num_steps=None`` walks every trained step from sigma_{T-1} to sigma_0 (full DDPM/DDIM).
+    An EDMDiffusion, which has no trained steps, takes ``karras`` with ``discrete=False`` and a ``num_steps``.
     """
     if step_schedule not in STEP_SCHEDULES:
         raise ValueError(f"step_schedule must be one of {STEP_SCHEDULES}; got {step_schedule!r}")
+    if not isinstance(noise_schedule, NoiseSchedule) and (num_steps is None or step_schedule != "karras" or discrete):
+        raise ValueError(
+            f"an {type(noise_schedule).__name__} has no trained steps to walk or space uniformly: its grid is "
+            f"step_schedule='karras' with discrete=False and a number of steps (e.g. 18); got num_steps={num_steps}, "
+            f"step_schedule={step_schedule!r}, discrete={discrete}"
+        )
     if num_steps is None:
         if sigma_min is not None or sigma_max is not None:
             raise ValueError("sigma_min / sigma_max shape a grid of a given number of steps; pass steps as well")

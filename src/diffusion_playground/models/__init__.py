@@ -15,6 +15,9 @@ from diffusion_playground.models.multimodal_model import MultimodalModel
 from diffusion_playground.models.time_and_class_conditioned_model import TimeAndClassConditionedModel
 from diffusion_playground.models.time_conditioned_model import TimeConditionedModel
 
+# EDMPreconditioner (models/edm_preconditioner.py) is a diffusion.denoiser.Denoiser, and diffusion/ imports this
+# package while it loads: import it from diffusion_playground or its own module, not from here.
+
 __all__ = [
     "BaseBackbone",
     "ClassEmbedding",

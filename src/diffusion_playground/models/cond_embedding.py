@@ -26,7 +26,9 @@ def sinusoidal_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> T
 
 
 class TimeEmbedding(nn.Module):
-    """Sinusoidal encoding of t followed by a 2-layer MLP (Ho et al. 2020; Dhariwal & Nichol 2021)."""
+    """Sinusoidal encoding of t followed by a 2-layer MLP (Ho et al. 2020; Dhariwal & Nichol 2021).
+
+    t may be an integer step or a continuous value, e.g. EDM's c_noise = ln(sigma) / 4 (edm_preconditioner.py)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()

@@ -62,24 +62,11 @@ class TimeConditionedModel(nn.Module):
         return self.time_embedding(t.reshape(-1)).expand(batch, -1)
 
     def _backbone(self, x: Tensor, cond_emb: Tensor) -> Tensor:
-        out = self.backbone(x, cond_emb)
-        if out.shape != x.shape:
-            raise ValueError(
-                f"the backbone {type(self.backbone).__name__} returned shape {tuple(out.shape)} for an input of "
-                f"shape {tuple(x.shape)}; a backbone must return a tensor of its input's shape"
-            )
-        return out
+        return call_backbone(self.backbone, x, cond_emb)
 
     def _check_inputs(self, x: Tensor, t: Tensor | int) -> Tensor:
         """Validate x and t; return t as a long tensor on x's device, 0-dim (one step for all) or (B,)."""
-        if not isinstance(x, Tensor) or x.ndim < 2:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"x must be a tensor of shape (batch, ...); got {shape}")
-        expected = getattr(self.backbone, "input_shape", None)
-        if expected is not None and tuple(x.shape[1:]) != tuple(expected):
-            raise ValueError(
-                f"x has shape {tuple(x.shape)} but the backbone expects (batch, {', '.join(map(str, expected))})"
-            )
+        check_backbone_input(self.backbone, x)
         t = torch.as_tensor(t, device=x.device)
         if t.shape not in ((), (x.shape[0],)) or t.is_floating_point() or t.dtype == torch.bool:
             raise ValueError(
@@ -95,9 +82,7 @@ class TimeConditionedModel(nn.Module):
         return t.long()
 
     def _check_values(self, x: Tensor) -> bool:
-        """Range checks need a host sync; skip them only while training on an accelerator,
-        where the trainer draws t itself and validates labels once before the first step."""
-        return not (self.training and x.device.type != "cpu") and not torch.compiler.is_compiling()
+        return values_checkable(self, x)
 
     def wrapper_config(self) -> dict[str, Any]:
         """Keyword arguments (besides the backbone) that rebuild this wrapper."""
@@ -106,3 +91,31 @@ class TimeConditionedModel(nn.Module):
             "num_time_steps": self.num_time_steps,
             "prediction_type": self.prediction_type,
         }
+
+
+def check_backbone_input(backbone: nn.Module, x: Tensor) -> None:
+    """A ValueError unless x is a (batch, ...) tensor of the backbone's ``input_shape`` (when it declares one)."""
+    if not isinstance(x, Tensor) or x.ndim < 2:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x must be a tensor of shape (batch, ...); got {shape}")
+    expected = getattr(backbone, "input_shape", None)
+    if expected is not None and tuple(x.shape[1:]) != tuple(expected):
+        raise ValueError(f"x has shape {tuple(x.shape)} but the backbone expects (batch, {', '.join(map(str, expected))})")
+
+
+def call_backbone(backbone: nn.Module, x: Tensor, cond_emb: Tensor) -> Tensor:
+    """backbone(x, cond_emb), with a ValueError when its output does not have x's shape."""
+    out = backbone(x, cond_emb)
+    if out.shape != x.shape:
+        raise ValueError(
+            f"the backbone {type(backbone).__name__} returned shape {tuple(out.shape)} for an input of "
+            f"shape {tuple(x.shape)}; a backbone must return a tensor of its input's shape"
+        )
+    return out
+
+
+def values_checkable(module: nn.Module, x: Tensor) -> bool:
+    """Whether a wrapper checks the values of its inputs (time steps, labels, sigma): range checks need a host sync;
+    skip them only while training on an accelerator, where the trainer draws t (or sigma) itself and validates
+    labels once before the first step, and while compiling."""
+    return not (module.training and x.device.type != "cpu") and not torch.compiler.is_compiling()

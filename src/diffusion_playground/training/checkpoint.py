@@ -36,6 +36,7 @@ from diffusion_playground.diffusion.categorical import CategoricalDiffusion
 from diffusion_playground.diffusion.multimodal import MultimodalDiffusion
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, schedule_from_config
 from diffusion_playground.models.backbones.base_backbone import backbone_from_config
+from diffusion_playground.models.edm_preconditioner import EDMPreconditioner
 from diffusion_playground.models.multimodal_model import MultimodalModel
 from diffusion_playground.models.time_and_class_conditioned_model import TimeAndClassConditionedModel
 from diffusion_playground.models.time_conditioned_model import TimeConditionedModel
@@ -51,6 +52,7 @@ _WRAPPERS: dict[str, type[nn.Module]] = {
     "TimeConditionedModel": TimeConditionedModel,
     "TimeAndClassConditionedModel": TimeAndClassConditionedModel,
     "MultimodalModel": MultimodalModel,
+    "EDMPreconditioner": EDMPreconditioner,
 }
 
 
@@ -292,7 +294,7 @@ def model_config(model: nn.Module) -> dict[str, Any] | None:
     return {"wrapper": wrapper_name, "wrapper_kwargs": model.wrapper_config(), "backbone": backbone}
 
 
-def model_from_config(config: dict[str, Any]) -> TimeConditionedModel:
+def model_from_config(config: dict[str, Any]) -> nn.Module:
     backbone = backbone_from_config(config["backbone"])
     return _WRAPPERS[config["wrapper"]](backbone, **config["wrapper_kwargs"])
 
@@ -316,8 +318,8 @@ def load_checkpoint(
             rather than the raw training weights.
         device: where to put the model (default: CUDA if available, else CPU).
         with_schedule: also return the noise schedule the model was trained with (a :class:`MultimodalDiffusion`
-            for a multimodal model, a :class:`CategoricalDiffusion`
-            for a model trained on categorical data), rebuilt from its stored ``config()``.
+            for a multimodal model, a :class:`CategoricalDiffusion` for a model trained on categorical data, an
+            :class:`EDMDiffusion` for an :class:`EDMPreconditioner`), rebuilt from its stored ``config()``.
         with_metadata: also return what the run recorded with ``train_denoiser(metadata=...)`` (e.g. its
             dataset), a dict; ``{}`` for a checkpoint written without it.
 

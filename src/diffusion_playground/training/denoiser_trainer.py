@@ -34,6 +34,8 @@ from tqdm.auto import tqdm
 
 from diffusion_playground.checks import check_device, check_integer, check_real, labels_tensor
 from diffusion_playground.diffusion.backward import parameter_dtype
+from diffusion_playground.diffusion.denoiser import Denoiser
+from diffusion_playground.diffusion.edm import EDMDiffusion
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule
 from diffusion_playground.diffusion.training_utils import LossWeighting, denoising_loss
 from diffusion_playground.models.backbones.base_backbone import BaseBackbone
@@ -49,12 +51,12 @@ Augmentation = Callable[[Tensor, torch.Generator], Tensor]  # (x0 batch, generat
 
 class CorruptionProcess(Protocol):
     """A corruption process other than a Gaussian NoiseSchedule that train_denoiser can train on, e.g.
-    :class:`~diffusion_playground.diffusion.categorical.CategoricalDiffusion`: it brings its own loss.
-    It may also define ``check_x0(data)``, called once on a tensor dataset before training. A process of
-    structured samples (:class:`~diffusion_playground.diffusion.multimodal.MultimodalDiffusion`) trains on a dict
-    of tensors with one row per sample in each."""
-
-    T: int
+    :class:`~diffusion_playground.diffusion.categorical.CategoricalDiffusion` or
+    :class:`~diffusion_playground.diffusion.edm.EDMDiffusion` (continuous sigma): it brings its own loss.
+    A process of time steps has ``T`` (checked against the model's ``num_time_steps``). It may also define
+    ``check_x0(data)``, called once on a tensor dataset before training. A process of structured samples
+    (:class:`~diffusion_playground.diffusion.multimodal.MultimodalDiffusion`) trains on a dict of tensors with one
+    row per sample in each."""
 
     def to(self, device: torch.device) -> CorruptionProcess: ...
 
@@ -174,7 +176,8 @@ def _split_batch(batch: Any, device: torch.device, float_dtype: torch.dtype) -> 
 
 
 def _check_model_and_process(model: nn.Module, process: NoiseSchedule | CorruptionProcess) -> None:
-    """A TypeError for a bare backbone (it takes an embedding, not t) or something that is not a process."""
+    """A TypeError for a bare backbone (it takes an embedding, not t), a denoiser D(x, sigma) given a schedule of
+    integer steps, or something that is not a process."""
     if isinstance(model, BaseBackbone):
         raise TypeError(
             f"{type(model).__name__} is a backbone: it takes a conditioning embedding, not time steps; train "
@@ -186,6 +189,12 @@ def _check_model_and_process(model: nn.Module, process: NoiseSchedule | Corrupti
         raise TypeError(
             f"noise_schedule must be a NoiseSchedule (e.g. LinearNoiseSchedule(1000)) or a corruption process such as "
             f"CategoricalDiffusion; got {type(process).__name__}"
+        )
+    if isinstance(model, Denoiser) and isinstance(process, NoiseSchedule):
+        raise TypeError(
+            f"{type(model).__name__} is a denoiser called as D(x, sigma), and a {type(process).__name__} trains "
+            "wrappers called as model(x_t, t); train it with EDMDiffusion(...) (an EDMPreconditioner), or wrap the "
+            "backbone in TimeConditionedModel for this schedule"
         )
 
 
@@ -219,7 +228,7 @@ def _check_dataset(
         raise TypeError(f"data must be a tensor (N, ...) or a torch DataLoader; got {type(data).__name__}")
     if data.ndim < 2 or data.shape[0] == 0:
         raise ValueError(f"data must have shape (N, ...) with N >= 1 samples; got {tuple(data.shape)}")
-    if not isinstance(process, NoiseSchedule):
+    if not _is_gaussian(process):
         if hasattr(process, "check_x0"):
             process.check_x0(data)  # e.g. integer categories in [0, K)
     elif not data.is_floating_point():
@@ -241,6 +250,11 @@ def _check_dataset(
     if labels.shape != (data.shape[0],):
         raise ValueError(f"labels must hold one label per sample, shape ({data.shape[0]},); got shape {tuple(labels.shape)}")
     return labels
+
+
+def _is_gaussian(process: NoiseSchedule | CorruptionProcess) -> bool:
+    """Whether the process adds Gaussian noise to real-valued data (a NoiseSchedule, or EDM's continuous sigma)."""
+    return isinstance(process, (NoiseSchedule, EDMDiffusion))
 
 
 def _check_settings(**settings: Any) -> None:
@@ -313,13 +327,16 @@ def train_denoiser(
     """Train ``model`` to denoise ``data`` under ``noise_schedule``; the one trainer for every experiment.
 
     Args:
-        model: a TimeConditionedModel or TimeAndClassConditionedModel around any backbone.
+        model: a TimeConditionedModel or TimeAndClassConditionedModel around any backbone (an EDMPreconditioner
+            for an EDMDiffusion).
         data: a tensor (N, ...) of training samples, or a DataLoader yielding x or (x, y) batches; for a
             MultimodalDiffusion a dict ``{part: (N, ...) tensor}``. Floating-point data of another dtype than the
             model's weights (float64, float16) is cast to it.
         noise_schedule: a NoiseSchedule (trained with :func:`denoising_loss`), or a corruption process such as
             :class:`~diffusion_playground.diffusion.categorical.CategoricalDiffusion` (integer data), trained with
             its own ``noise_schedule.training_loss(model, x0, labels=y, generator=...)``; see :class:`CorruptionProcess`.
+            ``EDMDiffusion()`` trains an :class:`~diffusion_playground.models.edm_preconditioner.EDMPreconditioner`
+            with Karras et al.'s (2022) log-normal noise levels and loss weight.
         labels: (N,) integer class labels (a tensor or a list of ints) for a tensor dataset (class-conditional
             training); None otherwise.
         epochs: total number of passes over the data (a resumed run continues up to this number).
@@ -386,10 +403,11 @@ def train_denoiser(
         )
     device = device if device is not None else ckpt.default_device()
     is_main = context is None or context.is_main
-    if getattr(model, "num_time_steps", noise_schedule.T) < noise_schedule.T:
+    model_steps, process_steps = getattr(model, "num_time_steps", None), getattr(noise_schedule, "T", None)
+    if model_steps is not None and process_steps is not None and model_steps < process_steps:
         raise ValueError(
-            f"the noise schedule has T={noise_schedule.T} steps but the model was built for "
-            f"num_time_steps={model.num_time_steps}; build the wrapper with num_time_steps={noise_schedule.T}"
+            f"the noise schedule has T={process_steps} steps but the model was built for "
+            f"num_time_steps={model_steps}; build the wrapper with num_time_steps={process_steps}"
         )
 
     amp_dtype = acceleration.autocast_dtype(precision, device)
@@ -407,7 +425,7 @@ def train_denoiser(
         labels = labels.to(device) if labels is not None else None
     elif isinstance(data, Mapping):
         data = {name: part.to(device) for name, part in data.items()}
-    batches = _Batches(data, labels, batch_size, seed, device, float_dtype, isinstance(noise_schedule, NoiseSchedule))
+    batches = _Batches(data, labels, batch_size, seed, device, float_dtype, _is_gaussian(noise_schedule))
     steps_per_epoch = len(batches)
     total_steps = epochs * steps_per_epoch
     if warmup_steps is None:
