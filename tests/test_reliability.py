@@ -354,6 +354,32 @@ def test_plots_refuse_points_that_are_not_2d_and_empty_grids(schedule):
         plot_image_grid(torch.randn(0, 1, 8, 8), 3)
 
 
+def test_plot_steps_must_be_integers(schedule, points):
+    from diffusion_playground.visualization import plot_denoiser_field_2d, plot_forward_process_2d
+
+    with pytest.raises(TypeError, match=r"steps\[1\] must be an integer; got 10.5"):
+        plot_forward_process_2d(points, schedule, [0, 10.5])
+    with pytest.raises(TypeError, match=r"time_steps\[0\] must be an integer; got 2.5"):
+        plot_denoiser_field_2d(tiny_model(schedule.T), schedule, [2.5])
+
+
+def test_labels_and_sigmas_of_the_wrong_length_are_named(points):
+    from diffusion_playground.diffusion.guidance import ClassifierFreeGuidance
+    from diffusion_playground.diffusion.optimal_denoiser import OptimalDenoiser
+
+    labels = torch.arange(points.shape[0]) % 2
+    exact = OptimalDenoiser(points, labels)
+    x = torch.randn(4, 2)
+    with pytest.raises(ValueError, match=r"labels must be one value or one per sample \(4,\); got 3 values"):
+        exact(x, torch.tensor(1.0), torch.tensor([0, 1, 0]))
+    with pytest.raises(ValueError, match=r"sigma must be one value or one per sample \(4,\); got 2 values"):
+        exact(x, torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match=r"labels must be one value or one per sample \(4,\); got 3 values"):
+        ClassifierFreeGuidance(exact, 2.0)(x, torch.tensor(1.0), torch.tensor([0, 1, 0]))
+    one_label = exact(x, torch.tensor(1.0), torch.tensor(1))  # one label for the batch still broadcasts
+    assert torch.equal(one_label, exact(x, torch.tensor(1.0), torch.ones(4, dtype=torch.long)))
+
+
 def test_a_float64_model_trains_and_samples_in_float64(schedule, points):
     model = tiny_model(schedule.T).double()
     history = train_denoiser(model, points, schedule, epochs=1, **FAST)  # float32 data, cast to the model's float64

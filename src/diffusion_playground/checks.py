@@ -47,6 +47,15 @@ def check_integer(name: str, value: int, *, minimum: int | None = None, maximum:
     return value
 
 
+def per_sample(name: str, values: Tensor, batch: int) -> Tensor:
+    """``values`` as a (batch,) tensor: one value for the whole batch, broadcast, or one per sample; else an error
+    naming ``name`` (``expand`` alone would fail with a shape message that names nothing)."""
+    values = values.reshape(-1)
+    if values.numel() not in (1, batch):
+        raise ValueError(f"{name} must be one value or one per sample ({batch},); got {values.numel()} values")
+    return values.expand(batch)
+
+
 def check_device(device: torch.device | str) -> torch.device:
     """``device`` as a torch.device, or a ValueError saying why it can't be used here (no CUDA, a bad name)."""
     try:
@@ -88,4 +97,4 @@ def labels_tensor(
     return tensor
 
 
-__all__ = ["check_device", "check_integer", "check_real", "labels_tensor"]
+__all__ = ["check_device", "check_integer", "check_real", "labels_tensor", "per_sample"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from diffusion_playground.checks import check_real
+from diffusion_playground.checks import check_real, per_sample
 from diffusion_playground.diffusion.denoiser import NULL_LABEL, Denoiser
 
 
@@ -39,7 +39,7 @@ class ClassifierFreeGuidance(Denoiser):
         if labels is None:
             return self.denoiser(x, sigma, None)  # nothing to guide towards
         batch = x.shape[0]
-        labels = torch.as_tensor(labels, device=x.device).reshape(-1).expand(batch)  # (B,)
+        labels = per_sample("labels", torch.as_tensor(labels, device=x.device), batch)  # (B,)
         sigma = torch.as_tensor(sigma, device=x.device)
         sigma_both = sigma if sigma.ndim == 0 else torch.cat([sigma, sigma])  # 0-dim or (2B,)
         both = self.denoiser(

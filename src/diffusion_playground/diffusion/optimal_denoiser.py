@@ -16,7 +16,7 @@ import math
 import torch
 from torch import Tensor
 
-from diffusion_playground.checks import check_integer, labels_tensor
+from diffusion_playground.checks import check_integer, labels_tensor, per_sample
 from diffusion_playground.diffusion.denoiser import NULL_LABEL, Denoiser
 
 _DIRECT_DIMENSIONS = 16  # up to this data dimension, distances come from differences (q, n, D) instead of a matmul
@@ -75,12 +75,11 @@ class OptimalDenoiser(Denoiser):
             raise ValueError("labels were given but this OptimalDenoiser was built without labels")
         batch = x.shape[0]
         queries = x.reshape(batch, -1).to(self.points)  # (B, D)
-        sigma = torch.as_tensor(sigma, dtype=queries.dtype, device=queries.device).reshape(-1)  # (1,) or (B,)
+        sigma = per_sample("sigma", torch.as_tensor(sigma, dtype=queries.dtype, device=queries.device), batch)  # (B,)
         if bool((sigma <= 0).any()):
             raise ValueError("the optimal denoiser needs sigma > 0 (at sigma = 0 it is the identity)")
-        sigma = sigma.expand(batch)  # (B,)
         if labels is not None:
-            labels = torch.as_tensor(labels, device=queries.device).reshape(-1).expand(batch)  # (B,)
+            labels = per_sample("labels", torch.as_tensor(labels, device=queries.device), batch)  # (B,)
         out = torch.cat(
             [
                 self._denoise_chunk(

@@ -110,6 +110,7 @@ def plot_forward_process_2d(
     """x_t ~ q(x_t | x_0) at several t (default: 0, T/20, T/10, T/4, T/2, T-1): the data dissolving into N(0, I)."""
     T = noise_schedule.T
     steps = sorted({0, T // 20, T // 10, T // 4, T // 2, T - 1}) if steps is None else list(steps)
+    steps = [check_integer(f"steps[{i}]", t) for i, t in enumerate(steps)]
     if not steps or min(steps) < 0 or max(steps) >= T:
         raise ValueError(f"steps must be a non-empty list of time steps in [0, {T}); got {steps}")
     fig = Figure(figsize=(2.2 * len(steps), 2.4), layout="constrained")
@@ -191,6 +192,7 @@ def plot_denoiser_field_2d(
     """
     T = noise_schedule.T
     time_steps = sorted({T // 2, T // 5, T // 20, T // 100}, reverse=True) if time_steps is None else list(time_steps)
+    time_steps = [check_integer(f"time_steps[{i}]", t) for i, t in enumerate(time_steps)]
     if not time_steps or min(time_steps) < 0 or max(time_steps) >= T:
         raise ValueError(f"time_steps must be a non-empty list of steps in [0, {T}); got {time_steps}")
     x0_hat = _denoiser_field(model, noise_schedule)
