@@ -7,7 +7,7 @@ The public API (names and call shapes kept stable across versions)::
         MultimodalModel, NoiseSchedule, LinearNoiseSchedule, CosineNoiseSchedule, RectifiedFlow,
         CategoricalDiffusion, MultimodalDiffusion, EDMDiffusion, EDMPreconditioner,
         sample_xt, generate_samples, train_denoiser, load_checkpoint,
-        OptimalDenoiser, ClassifierFreeGuidance, as_denoiser,
+        OptimalDenoiser, ClassifierFreeGuidance, as_denoiser, log_likelihood,
     )
 """
 
@@ -25,6 +25,7 @@ from diffusion_playground.diffusion import (  # noqa: E402
     RectifiedFlow,
     as_denoiser,
     generate_samples,
+    log_likelihood,
     sample_xt,
 )
 from diffusion_playground.models import (  # noqa: E402
@@ -58,6 +59,7 @@ __all__ = [
     "as_denoiser",
     "generate_samples",
     "load_checkpoint",
+    "log_likelihood",
     "sample_xt",
     "train_denoiser",
 ]

@@ -7,6 +7,7 @@ from diffusion_playground.diffusion.multimodal import MultimodalDiffusion
 from diffusion_playground.diffusion.edm import EDMDiffusion
 from diffusion_playground.diffusion.denoiser import NULL_LABEL, Denoiser, ModelDenoiser, TimeViewModel, as_denoiser
 from diffusion_playground.diffusion.guidance import ClassifierFreeGuidance
+from diffusion_playground.diffusion.likelihood import log_likelihood
 from diffusion_playground.diffusion.noise_schedule import (
     CosineNoiseSchedule,
     LinearNoiseSchedule,
@@ -51,6 +52,7 @@ __all__ = [
     "denoising_loss",
     "generate_samples",
     "karras_sigmas",
+    "log_likelihood",
     "loss_weights",
     "nearest_time_step",
     "q_sample",

@@ -112,7 +112,7 @@ class OptimalDenoiser(Denoiser):
             rescale = torch.exp(running_max - safe_max)  # (q, 1): the old sums in the new scale
             weights = torch.exp((logits - safe_max).clamp_(min=underflow))  # (q, n), each <= 1
             if labels is not None:
-                weights = weights.masked_fill_(wrong_class, 0.0)
+                weights = weights.masked_fill(wrong_class, 0.0)  # not in place: autograd needs exp's output
             running_sum = running_sum * rescale + weights.sum(dim=1, keepdim=True)
             weighted = weighted * rescale + (points.T @ weights.T).T  # (q, D); this order is ~3x faster for small D
             running_max = new_max
