@@ -276,5 +276,5 @@ def test_animate_checks_its_frames_against_the_steps_actually_walked_before_samp
     from diffusion_playground.experiments import from_checkpoint
 
     monkeypatch.setattr(from_checkpoint, "draw_samples", lambda *a, **k: pytest.fail("sampled before checking --frames"))
-    message = error_of(capsys, "animate", str(moons_checkpoint), "--sampler", "euler", "--steps", "100", "--frames", "101")
+    message = error_of(capsys, "animate", str(moons_checkpoint), "--sampler", "heun", "--steps", "100", "--frames", "101")
     assert "--frames 101 needs at least 100 sampling steps; got --steps 100 (on this model's trained noise levels --steps 100 walks 98)" in message

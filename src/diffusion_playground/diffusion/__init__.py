@@ -1,7 +1,7 @@
 """The math of diffusion: Gaussian schedules (VP, rectified flow, and EDM's continuous sigma), the forward process,
 targets and samplers, and categorical (D3PM) diffusion (no nn.Module state)."""
 
-from diffusion_playground.diffusion.backward import SAMPLERS, generate_samples, sample_ddpm
+from diffusion_playground.diffusion.backward import SAMPLERS, generate_samples, sample_ddpm, sampler_sigmas
 from diffusion_playground.diffusion.categorical import CategoricalDiffusion
 from diffusion_playground.diffusion.multimodal import MultimodalDiffusion
 from diffusion_playground.diffusion.edm import EDMDiffusion
@@ -62,6 +62,7 @@ __all__ = [
     "sample_euler",
     "sample_heun",
     "sample_xt",
+    "sampler_sigmas",
     "schedule_from_config",
     "sigma_from_alpha_bar",
     "sigma_to_t",

@@ -25,7 +25,16 @@ from diffusion_playground.diffusion.guidance import ClassifierFreeGuidance
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, sigma_from_alpha_bar, vp_scale
 from diffusion_playground.diffusion.parameterization import check_prediction_type, coefficients, x0_eps_from_prediction
 from diffusion_playground.diffusion.samplers import sample_ddim, sample_dpmpp_2m, sample_euler, sample_heun
-from diffusion_playground.diffusion.step_schedules import StepSchedule, check_num_steps, step_sigmas, strided_time_steps
+from diffusion_playground.diffusion.step_schedules import (
+    StepSchedule,
+    check_num_steps,
+    check_sigma_grid,
+    sigmas_at_time_steps,
+    snap_to_time_steps,
+    step_sigmas,
+    strided_time_steps,
+    uniform_time_steps,
+)
 from diffusion_playground.diffusion.thresholding import ThresholdedDenoiser, check_percentile, threshold_x0
 from diffusion_playground.diffusion.training_utils import call_model, randn_like
 
@@ -212,9 +221,9 @@ class SamplerSpec:
 SAMPLERS: dict[str, SamplerSpec] = {
     "ddpm": SamplerSpec(sample_ddpm, "uniform", lambda n: n),  # Ho et al. 2020, Alg. 2 (strided: eq. 16 of DDIM, eta=1)
     "ddim": SamplerSpec(sample_ddim, "uniform", lambda n: n),  # Song et al. 2021, eq. 12
-    "euler": SamplerSpec(sample_euler, "karras", lambda n: n),  # probability-flow ODE, Euler
+    "euler": SamplerSpec(sample_euler, "uniform", lambda n: n),  # probability-flow ODE, Euler (= DDIM, eta = 0)
     "heun": SamplerSpec(sample_heun, "karras", lambda n: 2 * n - 1),  # Karras et al. 2022, Alg. 2
-    "dpmpp_2m": SamplerSpec(sample_dpmpp_2m, "karras", lambda n: n),  # Lu et al. 2022, Alg. 2
+    "dpmpp_2m": SamplerSpec(sample_dpmpp_2m, "log_snr", lambda n: n),  # Lu et al. 2022, Alg. 2
 }
 
 
@@ -223,6 +232,31 @@ def check_sampler(sampler: str) -> SamplerSpec:
     if not isinstance(sampler, str) or sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {tuple(SAMPLERS)}; got {sampler!r}")
     return SAMPLERS[sampler]
+
+
+def sampler_sigmas(
+    model: nn.Module,
+    noise_schedule: NoiseSchedule | EDMDiffusion,
+    sampler: SamplerName,
+    steps: int | None,
+    *,
+    step_schedule: StepSchedule | None = None,
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
+) -> Tensor:
+    """The grid sigma_0 > ... > sigma_N = 0 that :func:`generate_samples` walks with these arguments: each sampler's
+    default spacing (``SAMPLERS[sampler].step_schedule``; log_snr where an EDMDiffusion has no uniform t), snapped to
+    the trained levels of a trained wrapper; ddpm's strided trained steps. Its length - 1 is the steps walked (a
+    snapped grid can have fewer than asked)."""
+    spec = check_sampler(sampler)
+    if sampler == "ddpm":
+        time_steps = uniform_time_steps(noise_schedule.T, noise_schedule.T) if steps is None else (
+            strided_time_steps(noise_schedule, steps, sigma_min, sigma_max))  # fmt: skip
+        return sigmas_at_time_steps(noise_schedule, time_steps)
+    continuous = isinstance(noise_schedule, EDMDiffusion)
+    spacing = step_schedule or ("log_snr" if continuous and spec.step_schedule == "uniform" else spec.step_schedule)
+    discrete = not isinstance(model, Denoiser) or model.discrete_schedule is not None
+    return step_sigmas(noise_schedule, steps, spacing, discrete=discrete, sigma_min=sigma_min, sigma_max=sigma_max)
 
 
 @torch.no_grad()
@@ -247,20 +281,22 @@ def generate_samples(
     return_trajectory: bool = False,
     clip_denoised: bool = False,
     dynamic_threshold: float | None = None,
+    sigmas: Tensor | Sequence[float] | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Draw samples with any sampler from a trained model, the exact :class:`OptimalDenoiser`, or any denoiser.
 
     Every sampler starts from the same VP noise z ~ N(0, I) (so one generator seed gives the same start for all
     of them), taken as x_t at the first level of its grid. With ``steps=None`` that is t = T-1 and every trained
-    step is walked. With ``steps`` given, every sampler, ddpm included, starts at ``sigma_max`` (default
-    min(sigma_{T-1}, 80), see :func:`~diffusion_playground.diffusion.step_schedules.sigma_range`), not at T-1: on
-    trained levels, the step nearest to it (t = 930 of 1000, 183 of 200, 89 of 100 for
-    ``LinearNoiseSchedule.scaled(T)``). (Only ddpm/ddim asked for more steps than the trained steps below the
-    default sigma_max start at T-1.) The sigma-view samplers step x_sigma = z / s(sigma) from that first sigma, with
-    the process's input scale s (``noise_schedule.input_scale``): z sqrt(1 + sigma^2) for a VP schedule, z (1 + sigma)
-    for a :class:`~diffusion_playground.diffusion.rectified_flow.RectifiedFlow`, whose x_t = z is then the flow's state.
-    An :class:`~diffusion_playground.diffusion.edm.EDMDiffusion` has no time steps: its denoiser takes any sigma, so
-    ``steps`` is required and the grid is Karras' rho = 7 one between the process's sigma_min and sigma_max, unsnapped
+    step is walked. With ``steps`` given, every sampler starts at ``sigma_max`` (:func:`~diffusion_playground.
+    diffusion.step_schedules.sigma_range`), not at T-1: by default 20 for a few-step grid (at most 15 steps; not
+    ddpm), else min(sigma_{T-1}, 80); on trained levels, the step nearest to it (for 80: t = 930 of 1000, 183 of
+    200, 89 of 100 for ``LinearNoiseSchedule.scaled(T)``). (Only ddpm/ddim/euler asked for more steps than the
+    trained steps below the default sigma_max start at T-1.) The sigma-view samplers step x_sigma = z / s(sigma)
+    from that first sigma, with the process's input scale s (``noise_schedule.input_scale``): z sqrt(1 + sigma^2)
+    for a VP schedule, z (1 + sigma) for a :class:`~diffusion_playground.diffusion.rectified_flow.RectifiedFlow`,
+    whose x_t = z is then the flow's state. An :class:`~diffusion_playground.diffusion.edm.EDMDiffusion` has no time
+    steps: its denoiser takes any sigma, so ``steps`` (or ``sigmas``) is required and the grid is continuous
+    (unsnapped), Karras' rho = 7 one for heun over the process's [sigma_min, sigma_max] from 16 steps on
     (``sampler="heun", steps=18`` is Karras et al.'s deterministic sampler); every sampler but ddpm runs on it.
 
     Args:
@@ -282,14 +318,21 @@ def generate_samples(
             0 = the plain conditional model. Diffusers' ``guidance_scale`` is 1 + w (its 1 = no guidance): its 7.5
             is ``guidance_scale=6.5`` here, and 7.5 here is its 8.5.
         class_labels: an int (one class for all) or one label per sample; None = unconditional.
-        step_schedule: ``"uniform"`` (evenly spaced t) or ``"karras"`` (rho = 7 sigmas); default per sampler
-            (uniform for ddpm/ddim, karras for the others). For a trained model karras sigmas are snapped to
-            trained steps (and repeats dropped), since the wrappers take integer t.
+        step_schedule: ``"uniform"`` (evenly spaced t), ``"karras"`` (Karras et al.'s rho = 7 sigmas) or ``"log_snr"``
+            (evenly spaced log sigma, DPM-Solver's); default per sampler: uniform for ddpm, ddim and euler (log_snr
+            on an EDMDiffusion, which has no t), karras for heun, log_snr for dpmpp_2m (chosen by measurement, the
+            samplers README). For a trained model karras / log_snr sigmas are snapped to trained steps (and
+            repeats dropped), since the wrappers take integer t.
         s_churn: EDM's S_churn for ``sampler="heun"`` (0 = deterministic).
         sigma_min, sigma_max: the noise levels the ``steps`` span (with ``steps`` only; see
-            :func:`~diffusion_playground.diffusion.step_schedules.sigma_range`). Defaults: the schedule's sigma_0,
-            and its sigma_{T-1} capped at 80 (Karras et al. 2022), since an eps-model's x0 estimate multiplies its
-            error by sigma. Few-step samplers of a trained model gain most from this grid (moons README).
+            :func:`~diffusion_playground.diffusion.step_schedules.sigma_range`). Defaults: with at most 15 steps
+            (``FEW_STEPS``) [0.1, 20] for ddim, euler, heun and dpmpp_2m (a few-step grid cannot afford steps where
+            the data are almost clean or almost pure noise: measured in the samplers README); otherwise, and for
+            ddpm, the schedule's sigma_0 and its sigma_{T-1} capped at 80 (Karras et al. 2022), since an eps-model's
+            x0 estimate multiplies its error by sigma. Both are clipped to the trained range.
+        sigmas: instead of ``steps`` / ``step_schedule`` / ``sigma_min`` / ``sigma_max``, the whole grid
+            sigma_0 > ... > sigma_N = 0 to walk (e.g. ``karras_sigmas(10, 0.05, 10.0)``); not for ddpm. For a trained
+            wrapper it is snapped to the trained levels (repeats dropped), as the built-in grids are.
         device: where to sample; defaults to the model's device.
         generator: a torch.Generator for reproducible samples.
         return_trajectory: also return the states from the noise to the samples, stacked on the CPU as
@@ -312,6 +355,12 @@ def generate_samples(
     continuous = isinstance(noise_schedule, EDMDiffusion)  # any sigma in its range, no time steps
     if continuous:
         _check_continuous_sampling(model, sampler)
+    if sigmas is not None:
+        if sampler == "ddpm":
+            raise ValueError("sampler='ddpm' walks trained steps, not a sigma grid; pass steps (and sigma_min / sigma_max)")
+        if steps is not None or step_schedule is not None or sigma_min is not None or sigma_max is not None:
+            raise ValueError("sigmas is the whole grid: pass it without steps, step_schedule, sigma_min or sigma_max")
+        sigmas = check_sigma_grid(sigmas)
     if steps is not None:
         check_num_steps(steps)
     elif sigma_min is not None or sigma_max is not None:
@@ -360,9 +409,11 @@ def generate_samples(
                 show_progress=show_progress, time_steps=time_steps, return_trajectory=return_trajectory,
             )  # fmt: skip
         else:
-            discrete = getattr(denoiser, "discrete_schedule", None) is not None
-            spacing = step_schedule or ("karras" if continuous else spec.step_schedule)
-            sigmas = step_sigmas(schedule, steps, spacing, discrete=discrete, sigma_min=sigma_min, sigma_max=sigma_max)
+            if sigmas is None:
+                sigmas = sampler_sigmas(denoiser, schedule, sampler, steps, step_schedule=step_schedule,
+                                        sigma_min=sigma_min, sigma_max=sigma_max)  # fmt: skip
+            elif denoiser.discrete_schedule is not None:  # a trained wrapper: on its trained levels, as every grid
+                sigmas = snap_to_time_steps(schedule, sigmas)
             options = {"eta": eta} if sampler == "ddim" else {"s_churn": s_churn} if sampler == "heun" else {}
             with tqdm(total=len(sigmas) - 1, desc=f"{sampler} sampling", disable=not show_progress, leave=False) as bar:
                 result = spec.function(

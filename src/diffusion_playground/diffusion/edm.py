@@ -14,10 +14,11 @@ with Table 1's P_mean = -1.2, P_std = 1.2, sigma_data = 0.5. The denoiser D_thet
 sampling"). The log-normal spends its draws where the loss can still be reduced: at sigma << sigma_data D is almost
 the identity, at sigma >> sigma_data almost the data mean (their Figure 5a).
 
-Sampling walks Karras' rho = 7 grid between ``sigma_min`` = 0.002 and ``sigma_max`` = 80 (Table 1, eq. 5): the
-network takes any sigma, so the grid is continuous (no time steps to snap to); ``generate_samples(model, process,
-shape, n, sampler="heun", steps=18)`` is their deterministic sampler (Algorithm 1) with the N = 18 steps they use
-for CIFAR-10 (35 network evaluations).
+Sampling with more than 15 steps walks Karras' rho = 7 grid between ``sigma_min`` = 0.002 and ``sigma_max`` = 80
+(Table 1, eq. 5) for heun: the network takes any sigma, so the grid is continuous (no time steps to snap to);
+``generate_samples(model, process, shape, n, sampler="heun", steps=18)`` is their deterministic sampler (Algorithm 1)
+with the N = 18 steps they use for CIFAR-10 (35 network evaluations). With 15 steps or fewer every sampler's
+default range is the few-step one, [0.1, 20] (step_schedules.py).
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ from diffusion_playground.checks import check_integer
 from diffusion_playground.diffusion.denoiser import Denoiser, as_denoiser
 from diffusion_playground.diffusion.edm import EDMDiffusion
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, sigma_from_alpha_bar
-from diffusion_playground.diffusion.step_schedules import step_sigmas
+from diffusion_playground.diffusion.step_schedules import DEFAULT_SIGMA_MAX, step_sigmas
 from diffusion_playground.diffusion.training_utils import randn_like
 
 LikelihoodMethod = Literal["vlb", "ode"]
@@ -256,9 +256,11 @@ def ode_log_density(
 
 def ode_sigmas(process: NoiseSchedule | EDMDiffusion, steps: int, *, discrete: bool) -> Tensor:
     """The increasing noise levels sigma_min = s_0 < ... < s_N = sigma_max the ODE is integrated over: Karras'
-    rho = 7 grid from the process's sigma_min to the top level the ODE samplers start from (``sigma_range``'s
-    default: the trained sigma_{T-1}, at most 80), snapped to the trained levels when ``discrete``; float64."""
-    grid = step_sigmas(process, steps, "karras", discrete=discrete, sigma_min=process.sigma_min)
+    rho = 7 grid from the process's sigma_min to the top level the ODE samplers start from with many steps (the
+    trained sigma_{T-1}, at most 80; an EDMDiffusion's sigma_max), snapped to the trained levels when ``discrete``,
+    at any number of steps; float64."""
+    top = min(process.sigma_max, DEFAULT_SIGMA_MAX) if isinstance(process, NoiseSchedule) else process.sigma_max
+    grid = step_sigmas(process, steps, "karras", discrete=discrete, sigma_min=process.sigma_min, sigma_max=top)
     return grid[:-1].flip(0).double()  # drop the sampler's final 0, walk upwards
 
 

@@ -18,9 +18,8 @@ from torch import Tensor, nn
 
 from diffusion_playground.atomic_files import atomic_write, ensure_writable_folder
 from diffusion_playground.data.toys_2d import load_toy_2d
-from diffusion_playground.diffusion.backward import SAMPLERS, generate_samples, non_finite_count
+from diffusion_playground.diffusion.backward import generate_samples, non_finite_count, sampler_sigmas
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule
-from diffusion_playground.diffusion.step_schedules import step_sigmas
 from diffusion_playground.evaluation.classifier import classifier_metrics, load_or_train_classifier
 from diffusion_playground.evaluation.metrics import sample_quality
 from diffusion_playground.experiments.images import IMAGE_RECIPES, RECIPE_OF_SHAPE, sample_class_grid
@@ -146,7 +145,7 @@ def write_samples(trained: TrainedModel, options: SamplingOptions, out: str | Pa
     samples, labels, _ = draw_samples(trained, options, show_progress=show_progress)
     with atomic_write(tensor_path) as handle:
         torch.save({"samples": samples, "labels": labels}, handle)
-    walked = len(step_sigmas(trained.schedule, options.steps, SAMPLERS[options.sampler].step_schedule)) - 1
+    walked = len(sampler_sigmas(trained.model, trained.schedule, options.sampler, options.steps)) - 1
     title = f"{options.sampler}, {walked} steps"  # the steps walked (a snapped Karras grid can have fewer than asked)
     if trained.is_points:
         real = trained.real_points(samples.shape[0], seed=options.seed + 1001)
@@ -206,7 +205,7 @@ def animate_checkpoint(
     show_progress: bool = True,
 ) -> list[Path]:  # fmt: skip
     """A GIF of the reverse process (points or an image grid) at ``out`` (suffix .gif)."""
-    sigmas = step_sigmas(trained.schedule, options.steps, SAMPLERS[options.sampler].step_schedule)  # what is walked
+    sigmas = sampler_sigmas(trained.model, trained.schedule, options.sampler, options.steps)  # what is walked
     if len(sigmas) < frames:  # before sampling; Karras grids snapped to trained levels can have fewer steps than asked
         walked = "" if options.steps is None or len(sigmas) - 1 == options.steps else (
             f" (on this model's trained noise levels --steps {options.steps} walks {len(sigmas) - 1})")

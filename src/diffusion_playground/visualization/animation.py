@@ -92,10 +92,9 @@ def animate_points_2d(
     are drawn 0.9 spacings long (same direction), so they never cross the next arrow.
 
     ``sigmas`` gives each state's noise level (``steps`` values from the first state's to 0 for the samples). Default: the
-    evenly spaced trained steps that ddpm and ddim walk by default, ``step_sigmas(noise_schedule, steps - 1)``;
-    otherwise pass the grid the sampler walked, ``step_sigmas(noise_schedule, N, step_schedule, ...)`` with the
-    arguments given to ``generate_samples`` (e.g. ``"karras"`` for euler, heun and dpmpp_2m, whose snapped grid
-    may have fewer than N steps). The samples' field (sigma = 0) is drawn at sigma_0, the smallest trained level.
+    evenly spaced trained steps of ``step_sigmas(noise_schedule, steps - 1)``; otherwise pass the grid the sampler
+    walked, ``sampler_sigmas(model, noise_schedule, sampler, N, ...)`` with the arguments given to
+    ``generate_samples`` (a grid snapped to the trained levels may have fewer than N steps). The samples' field (sigma = 0) is drawn at sigma_0, the smallest trained level.
     """
     if trajectory.ndim != 3 or trajectory.shape[-1] != 2:
         raise ValueError(f"trajectory must have shape (steps, B, 2); got {tuple(trajectory.shape)}")
