@@ -32,7 +32,7 @@ DEFAULT_SIGMA_MAX = 80.0
 # samplers README): with 10 steps, [0.1, 20] beat [sigma_0, 80] for every sampler on every trained model measured
 # (moons: eps/v on the linear and cosine schedules, flow, EDM; 8x8 digits: eps, v, flow). Few steps cannot afford
 # to spend any below sigma = 0.1, where the data are almost clean (the last step, to 0, is the denoiser's x0_hat),
-# or above 20, where x_sigma is almost pure noise; with more steps the whole range is better again.
+# or above 20, where x_sigma is almost pure noise; with more steps the whole range is as good or better again.
 FEW_STEPS = 15
 FEW_STEP_SIGMA_MIN, FEW_STEP_SIGMA_MAX = 0.1, 20.0
 
