@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from image_files import write_mnist
@@ -36,7 +37,7 @@ def written(result: subprocess.CompletedProcess) -> list[str]:
 def test_help_lists_every_command(capsys):
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ("train", "sample", "evaluate", "animate"):
+    for command in ("train", "sample", "evaluate", "animate", "inpaint", "edit"):
         assert command in result.stdout
     for command, options in [("train", ("{moons,swiss_roll,eight_gaussians,checkerboard,digits,mnist,cifar10}", "--data", "--download", "--quick")),
                              ("sample", ("--sampler", "--steps", "--class", "--guidance", "--n", "--out", "--seed", "--device")),
@@ -138,6 +139,38 @@ def test_train_digits_then_sample_one_class_with_guidance(tmp_path, capsys):
     shown = run_in_process(capsys, "evaluate", str(out / "checkpoints"), "--n", "3", "--steps", "5",
                            "--classifier", str(classifier), "--no-progress")  # fmt: skip
     assert "class accuracy" in shown and "Fréchet" in shown and shown.splitlines()[-2:] == ["Wrote:", f"  {classifier}"]
+
+
+def test_inpaint_and_edit_a_digits_checkpoint_and_refuse_bad_files(tmp_path, capsys, moons_checkpoint):
+    out = tmp_path / "digits"
+    run_in_process(capsys, "train", "digits", "--epochs", "1", "--quick", "--out", str(out), "--device", "cpu", "--no-progress")
+    checkpoint = str(out / "checkpoints")
+    digit = (np.arange(64).reshape(8, 8) * 4).astype(np.uint8)  # any 8x8 grey image
+    Image.fromarray(digit).save(tmp_path / "digit.png")
+    mask = np.zeros((8, 8), np.uint8)
+    mask[:4] = 255  # the top half is known, the bottom half filled in
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    shown = run_in_process(capsys, "inpaint", checkpoint, "--image", str(tmp_path / "digit.png"), "--mask", str(tmp_path / "mask.png"),
+                           "--steps", "4", "--resample", "2", "--n", "3", "--out", str(tmp_path / "filled"), "--no-progress")  # fmt: skip
+    assert shown.splitlines()[-3:] == ["Wrote:", f"  {tmp_path / 'filled.png'}", f"  {tmp_path / 'filled.pt'}"]
+    results = torch.load(tmp_path / "filled.pt")["results"]
+    image = torch.from_numpy(digit).float() / 127.5 - 1
+    assert results.shape == (3, 1, 8, 8) and torch.equal(results[:, 0, :4], image[:4].expand(3, 4, 8))
+    shown = run_in_process(capsys, "edit", checkpoint, "--image", str(tmp_path / "digit.png"), "--strength", "0.3",
+                           "--steps", "4", "--n", "2", "--out", str(tmp_path / "edited"), "--no-progress")  # fmt: skip
+    assert torch.load(tmp_path / "edited.pt")["results"].shape == (2, 1, 8, 8) and (tmp_path / "edited.png").stat().st_size > 1000
+    Image.fromarray(np.zeros((9, 9), np.uint8)).save(tmp_path / "big.png")
+    Image.fromarray(np.full((8, 8), 255, np.uint8)).save(tmp_path / "white.png")
+    (tmp_path / "text.png").write_text("not an image")
+    image_args = ("--image", str(tmp_path / "digit.png"))
+    assert "is 9x9 pixels but this checkpoint's model makes 8x8 images" in error_of(
+        capsys, "inpaint", checkpoint, *image_args, "--mask", str(tmp_path / "big.png"))
+    assert "white everywhere: nothing to fill in" in error_of(capsys, "inpaint", checkpoint, *image_args, "--mask", str(tmp_path / "white.png"))
+    assert "not an image file" in error_of(capsys, "edit", checkpoint, "--image", str(tmp_path / "text.png"), "--strength", "0.5")
+    assert "strength must lie in (0, 1]" in error_of(capsys, "edit", checkpoint, *image_args, "--strength", "2")
+    assert "--sampler must be ddpm or ddim" in error_of(
+        capsys, "inpaint", checkpoint, *image_args, "--mask", str(tmp_path / "mask.png"), "--sampler", "heun")
+    assert "works on image checkpoints" in error_of(capsys, "edit", str(moons_checkpoint), *image_args, "--strength", "0.5")
 
 
 def test_a_bad_checkpoint_gives_one_line_of_error(tmp_path, capsys):

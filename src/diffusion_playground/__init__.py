@@ -7,7 +7,7 @@ The public API (names and call shapes kept stable across versions)::
         MultimodalModel, NoiseSchedule, LinearNoiseSchedule, CosineNoiseSchedule, RectifiedFlow,
         CategoricalDiffusion, MultimodalDiffusion, EDMDiffusion, EDMPreconditioner,
         sample_xt, generate_samples, train_denoiser, load_checkpoint,
-        OptimalDenoiser, ClassifierFreeGuidance, as_denoiser, log_likelihood,
+        OptimalDenoiser, ClassifierFreeGuidance, as_denoiser, log_likelihood, inpaint, sdedit,
     )
 """
 
@@ -25,8 +25,10 @@ from diffusion_playground.diffusion import (  # noqa: E402
     RectifiedFlow,
     as_denoiser,
     generate_samples,
+    inpaint,
     log_likelihood,
     sample_xt,
+    sdedit,
 )
 from diffusion_playground.models import (  # noqa: E402
     BaseBackbone,
@@ -58,8 +60,10 @@ __all__ = [
     "__version__",
     "as_denoiser",
     "generate_samples",
+    "inpaint",
     "load_checkpoint",
     "log_likelihood",
     "sample_xt",
+    "sdedit",
     "train_denoiser",
 ]

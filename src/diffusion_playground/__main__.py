@@ -6,6 +6,8 @@
     python -m diffusion_playground sample CHECKPOINT [--sampler S] [--steps N] [--class K] [--guidance W] [--n N] [--out PATH]
     python -m diffusion_playground evaluate CHECKPOINT
     python -m diffusion_playground animate CHECKPOINT [--frames N] [--fps N] [--out PATH]
+    python -m diffusion_playground inpaint CHECKPOINT --image FILE --mask FILE [--resample U] [--out PATH]
+    python -m diffusion_playground edit CHECKPOINT --image FILE --strength S [--out PATH]
 
 CHECKPOINT is a checkpoint-step*.pt file or the checkpoints/ folder of a run (its newest valid file); the
 checkpoint rebuilds its own model and noise schedule, and a 2-D checkpoint knows its dataset (samples are compared
@@ -31,6 +33,7 @@ import torch
 
 from diffusion_playground.data.toys_2d import TOY_DATASETS
 from diffusion_playground.diffusion.backward import SAMPLERS
+from diffusion_playground.experiments import editing
 from diffusion_playground.experiments import from_checkpoint as ckpt_tools
 from diffusion_playground.experiments.images import IMAGE_RECIPES, run_images
 from diffusion_playground.experiments.moons import MoonsConfig, run_moons
@@ -138,6 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
     animate.add_argument("--frames", type=int, default=40, help="frames of the GIF (default: %(default)s)")
     animate.add_argument("--fps", type=int, default=10, help="frames per second (default: %(default)s)")
     animate.add_argument("--out", default="outputs/reverse_process", help="output path, .gif added, or a folder to write reverse_process.gif in (default: %(default)s)")
+
+    inpaint = commands.add_parser(
+        "inpaint", help="fill in the black pixels of --mask in --image (replacement, RePaint's resampling): a before/after PNG and a .pt"
+    )  # fmt: skip
+    _add_sampling(inpaint)
+    inpaint.set_defaults(sampler="ddpm")
+    inpaint.add_argument("--image", required=True, help="the image file (PNG, JPEG, ...) of the checkpoint's size; digits white on black")
+    inpaint.add_argument("--mask", required=True, help="a file of the same size: white = known, kept; black = filled in (diffusers' masks are the other way round)")
+    inpaint.add_argument("--resample", type=int, default=1, help="RePaint's U: each step taken U times, with U - 1 trips back up (default: %(default)s = plain replacement)")
+    inpaint.add_argument("--out", default="outputs/inpainted", help="output path without suffix, or a folder to write inpainted.png/.pt in (default: %(default)s)")
+
+    edit = commands.add_parser("edit", help="SDEdit: noise --image to --strength and denoise it back: a before/after PNG and a .pt")
+    _add_sampling(edit)
+    edit.add_argument("--image", required=True, help="the image file (PNG, JPEG, ...) of the checkpoint's size; digits white on black")
+    edit.add_argument("--strength", type=float, required=True, help="in [0, 1]: the fraction of the trained steps the image is noised by (0 = unchanged, 1 = a fresh sample)")
+    edit.add_argument("--out", default="outputs/edited", help="output path without suffix, or a folder to write edited.png/.pt in (default: %(default)s)")
     return parser
 
 
@@ -256,7 +275,21 @@ def _animate(args: argparse.Namespace) -> None:
     _print_written(paths)
 
 
-_COMMANDS = {"train": _train, "sample": _sample, "evaluate": _evaluate, "animate": _animate}
+def _inpaint(args: argparse.Namespace) -> None:
+    trained = ckpt_tools.open_checkpoint(args.checkpoint, device=args.device)
+    paths = editing.inpaint_checkpoint(
+        trained, _sampling_options(args), args.image, args.mask, args.out, resample=args.resample, count=args.n or 8
+    )
+    _print_written(paths)
+
+
+def _edit(args: argparse.Namespace) -> None:
+    trained = ckpt_tools.open_checkpoint(args.checkpoint, device=args.device)
+    paths = editing.edit_checkpoint(trained, _sampling_options(args), args.image, args.out, strength=args.strength, count=args.n or 8)
+    _print_written(paths)
+
+
+_COMMANDS = {"train": _train, "sample": _sample, "evaluate": _evaluate, "animate": _animate, "inpaint": _inpaint, "edit": _edit}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,10 +1,11 @@
 """The math of diffusion: Gaussian schedules (VP, rectified flow, and EDM's continuous sigma), the forward process,
-targets and samplers, and categorical (D3PM) diffusion (no nn.Module state)."""
+targets and samplers, inpainting and SDEdit, and categorical (D3PM) diffusion (no nn.Module state)."""
 
 from diffusion_playground.diffusion.backward import SAMPLERS, generate_samples, sample_ddpm, sampler_sigmas
 from diffusion_playground.diffusion.categorical import CategoricalDiffusion
 from diffusion_playground.diffusion.multimodal import MultimodalDiffusion
 from diffusion_playground.diffusion.edm import EDMDiffusion
+from diffusion_playground.diffusion.editing import inpaint, sdedit
 from diffusion_playground.diffusion.denoiser import NULL_LABEL, Denoiser, ModelDenoiser, TimeViewModel, as_denoiser
 from diffusion_playground.diffusion.guidance import ClassifierFreeGuidance
 from diffusion_playground.diffusion.likelihood import log_likelihood
@@ -51,6 +52,7 @@ __all__ = [
     "as_denoiser",
     "denoising_loss",
     "generate_samples",
+    "inpaint",
     "karras_sigmas",
     "log_likelihood",
     "loss_weights",
@@ -63,6 +65,7 @@ __all__ = [
     "sample_heun",
     "sample_xt",
     "sampler_sigmas",
+    "sdedit",
     "schedule_from_config",
     "sigma_from_alpha_bar",
     "sigma_to_t",

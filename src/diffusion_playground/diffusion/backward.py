@@ -259,6 +259,24 @@ def sampler_sigmas(
     return step_sigmas(noise_schedule, steps, spacing, discrete=discrete, sigma_min=sigma_min, sigma_max=sigma_max)
 
 
+def sampling_denoiser(
+    model: nn.Module,
+    noise_schedule: NoiseSchedule | EDMDiffusion,
+    guidance_scale: float = 0.0,
+    clip_denoised: bool = False,
+    dynamic_threshold: float | None = None,
+) -> Denoiser:
+    """The denoiser a sampler walks: ``model`` in the denoiser view, then classifier-free guidance with weight
+    ``guidance_scale`` (if not 0), then clipping or dynamic thresholding of x0_hat (after guidance: the guided x0
+    is what must stay in range)."""
+    denoiser = as_denoiser(model, noise_schedule)
+    if guidance_scale != 0.0:
+        denoiser = ClassifierFreeGuidance(denoiser, guidance_scale)
+    if clip_denoised or dynamic_threshold is not None:
+        denoiser = ThresholdedDenoiser(denoiser, dynamic_threshold)
+    return denoiser
+
+
 @torch.no_grad()
 def generate_samples(
     model: nn.Module,
@@ -282,6 +300,7 @@ def generate_samples(
     clip_denoised: bool = False,
     dynamic_threshold: float | None = None,
     sigmas: Tensor | Sequence[float] | None = None,
+    x_start: Tensor | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Draw samples with any sampler from a trained model, the exact :class:`OptimalDenoiser`, or any denoiser.
 
@@ -342,6 +361,9 @@ def generate_samples(
             i.e. images; see :mod:`~diffusion_playground.diffusion.thresholding` for why eps-models need it).
         dynamic_threshold: instead of static clipping, Imagen's dynamic thresholding at this percentile of |x0_hat|
             (Saharia et al. 2022, section 2.3; e.g. 0.995).
+        x_start: instead of the noise z, the state x_t at the first level of the grid, on the process's scale (as
+            ``sample_xt`` makes it), of the full batch shape ``shape`` with ``num_samples=None``: e.g. a noised
+            image, which is SDEdit (:func:`~diffusion_playground.diffusion.editing.sdedit`).
 
     Returns:
         samples of shape (B, *shape) in data space, or ``(samples, trajectory)``.
@@ -388,16 +410,18 @@ def generate_samples(
     schedule = copy.copy(noise_schedule).to(device)  # a device copy: the caller's schedule stays where it is
     if not continuous:
         _check_schedule_fits_model(model, schedule)
-    z = randn_like(torch.empty(full_shape, device=device, dtype=parameter_dtype(model)), generator)  # VP noise x_t at the first step
+    if x_start is None:
+        z = randn_like(torch.empty(full_shape, device=device, dtype=parameter_dtype(model)), generator)  # VP noise x_t at the first step
+    elif not isinstance(x_start, Tensor) or tuple(x_start.shape) != full_shape:
+        got = tuple(x_start.shape) if isinstance(x_start, Tensor) else type(x_start).__name__
+        raise ValueError(f"x_start must be a tensor of the batch shape {full_shape} (pass shape=x_start.shape and num_samples=None); got {got}")
+    else:
+        z = x_start.to(device=device, dtype=parameter_dtype(model))
 
     was_training = model.training
     model.eval()
     try:
-        denoiser = as_denoiser(model, schedule)
-        if guidance_scale != 0.0:
-            denoiser = ClassifierFreeGuidance(denoiser, guidance_scale)
-        if clip_denoised or dynamic_threshold is not None:  # after guidance: the guided x0 is what must stay in range
-            denoiser = ThresholdedDenoiser(denoiser, dynamic_threshold)
+        denoiser = sampling_denoiser(model, schedule, guidance_scale, clip_denoised, dynamic_threshold)
         if sampler == "ddpm":
             plain = guidance_scale == 0.0 and not clip_denoised and dynamic_threshold is None
             time_model = as_time_model(model if plain else denoiser, schedule)

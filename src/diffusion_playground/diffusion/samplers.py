@@ -180,21 +180,36 @@ def sample_ddim(
         raise ValueError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM-like); got {eta}")
     steps = _Steps(x, sigmas, callback, return_trajectory)
     for i in range(len(steps)):
-        sigma_t, sigma_s = steps.sigmas[i], steps.sigmas[i + 1]
-        alpha_bar_t, alpha_bar_s = alpha_bar_from_sigma(sigma_t), alpha_bar_from_sigma(sigma_s)
-        # 1. Predict x0 and eps.
-        denoised = denoiser(x, _sigma(sigma_t, x), labels)
-        eps_hat = (x - denoised) / sigma_t
-        # 2. The std of the fresh noise (eq. 16).
-        sigma_eta = eta * math.sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_s))
-        # 3. The DDIM update in the VP variable (eq. 12).
-        x_s = math.sqrt(alpha_bar_s) * denoised + math.sqrt(max(1 - alpha_bar_s - sigma_eta**2, 0.0)) * eps_hat
-        if sigma_eta > 0:
-            x_s = x_s + sigma_eta * randn_like(x, generator)
-        # 4. Back to x_sigma.
-        x = x_s / math.sqrt(alpha_bar_s)
+        x, denoised = ddim_step(denoiser, x, steps.sigmas[i], steps.sigmas[i + 1], labels=labels, eta=eta, generator=generator)
         steps.done(i, x, denoised)
     return steps.output(x)
+
+
+def ddim_step(
+    denoiser: Denoiser,
+    x: Tensor,
+    sigma_t: float,
+    sigma_s: float,
+    *,
+    labels: Tensor | None = None,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One step t -> s of :func:`sample_ddim` (steps 1-4 of its docstring) on x = x_sigma_t: (x_sigma_s, x0_hat).
+    With eta = 1 it draws from q(x_s | x_t, x0_hat), the DDPM posterior (Ho et al. 2020, eq. 6-7) of the chain
+    through sigma_t and sigma_s; the inpainting loop (editing.py) walks it with its replacement step in between."""
+    alpha_bar_t, alpha_bar_s = alpha_bar_from_sigma(sigma_t), alpha_bar_from_sigma(sigma_s)
+    # 1. Predict x0 and eps.
+    denoised = denoiser(x, _sigma(sigma_t, x), labels)
+    eps_hat = (x - denoised) / sigma_t
+    # 2. The std of the fresh noise (eq. 16).
+    sigma_eta = eta * math.sqrt((1 - alpha_bar_s) / (1 - alpha_bar_t) * (1 - alpha_bar_t / alpha_bar_s))
+    # 3. The DDIM update in the VP variable (eq. 12).
+    x_s = math.sqrt(alpha_bar_s) * denoised + math.sqrt(max(1 - alpha_bar_s - sigma_eta**2, 0.0)) * eps_hat
+    if sigma_eta > 0:
+        x_s = x_s + sigma_eta * randn_like(x, generator)
+    # 4. Back to x_sigma.
+    return x_s / math.sqrt(alpha_bar_s), denoised
 
 
 @torch.no_grad()
@@ -245,4 +260,4 @@ def sample_dpmpp_2m(
     return steps.output(x)
 
 
-__all__ = ["SigmaCallback", "sample_ddim", "sample_dpmpp_2m", "sample_euler", "sample_heun", "to_d"]
+__all__ = ["SigmaCallback", "ddim_step", "sample_ddim", "sample_dpmpp_2m", "sample_euler", "sample_heun", "to_d"]
