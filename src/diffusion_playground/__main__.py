@@ -2,7 +2,7 @@
 
     python -m diffusion_playground train {moons,swiss_roll,eight_gaussians,checkerboard,digits,mnist,cifar10}
                                          [--epochs N] [--out DIR] [--device D] [--num-samples N] [--quick]
-                                         [--data DIR] [--recipe {auto,full,cpu}]
+                                         [--data DIR] [--recipe {auto,full,cpu}] [--objective {eps,x0,v,flow,edm}]
     python -m diffusion_playground sample CHECKPOINT [--sampler S] [--steps N] [--class K] [--guidance W] [--n N] [--out PATH]
     python -m diffusion_playground evaluate CHECKPOINT
     python -m diffusion_playground animate CHECKPOINT [--frames N] [--fps N] [--out PATH]
@@ -35,7 +35,7 @@ from diffusion_playground.data.toys_2d import TOY_DATASETS
 from diffusion_playground.diffusion.backward import SAMPLERS
 from diffusion_playground.experiments import editing
 from diffusion_playground.experiments import from_checkpoint as ckpt_tools
-from diffusion_playground.experiments.images import IMAGE_RECIPES, run_images
+from diffusion_playground.experiments.images import IMAGE_RECIPES, OBJECTIVES, run_images
 from diffusion_playground.experiments.moons import MoonsConfig, run_moons
 from diffusion_playground.training import distributed
 
@@ -120,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         "settings measured on 2 CPU cores with the 4,000-digit sample; auto (default) = full on a CUDA device with "
         "the whole dataset, else cpu",
     )  # fmt: skip
+    train.add_argument(
+        "--objective", choices=list(OBJECTIVES), default=None,
+        help="images: what the U-Net learns instead of the recipe's target: eps / x0 / v on the linear schedule, "
+        "flow = flow matching on the straight path (RectifiedFlow), edm = Karras et al.'s preconditioned denoiser "
+        "(EDMPreconditioner on EDMDiffusion); same budget (default: the recipe's, v for the mnist CPU recipe)",
+    )  # fmt: skip
     _add_common(train)
 
     sample = commands.add_parser("sample", help="draw samples from a checkpoint: a PNG figure and a .pt tensor")
@@ -175,6 +181,7 @@ def _train(args: argparse.Namespace) -> None:
         result = run_images(
             args.dataset, out, data_root=args.data, download=args.download, epochs=args.epochs, seed=args.seed,
             quick=args.quick, recipe=args.recipe, device=args.device, show_progress=not args.no_progress,
+            objective=args.objective,
         )  # fmt: skip
         if not distributed.is_main_process():  # torchrun: rank 0 reports what the run wrote
             return
@@ -183,10 +190,12 @@ def _train(args: argparse.Namespace) -> None:
         _print_written([*result["paths"].values(), result["checkpoint"]])
         return
     ignored = [flag for flag, used in (("--data", args.data != "data"), ("--download", args.download),
-                                       ("--recipe", args.recipe != "auto")) if used]  # fmt: skip
+                                       ("--recipe", args.recipe != "auto"), ("--objective", args.objective is not None))
+               if used]  # fmt: skip
     if ignored:
         raise SystemExit(
-            f"error: {', '.join(ignored)} are for the image datasets; {args.dataset} is generated, not read"
+            f"error: {', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} for the image datasets; {args.dataset} is "
+            "generated, not read (the 2-D objectives are compared in notebooks/experiments/moons/flow_matching.ipynb)"
         )
     if args.quick:
         raise SystemExit(

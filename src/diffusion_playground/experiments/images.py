@@ -21,9 +21,12 @@ from diffusion_playground.data.cifar10 import CIFAR10_CLASSES, load_cifar10
 from diffusion_playground.data.digits import load_digits_images
 from diffusion_playground.data.mnist import load_mnist
 from diffusion_playground.diffusion.backward import generate_samples
-from diffusion_playground.diffusion.noise_schedule import LinearNoiseSchedule
+from diffusion_playground.diffusion.edm import EDMDiffusion
+from diffusion_playground.diffusion.noise_schedule import LinearNoiseSchedule, NoiseSchedule
+from diffusion_playground.diffusion.rectified_flow import RectifiedFlow
 from diffusion_playground.experiments.summary import run_summary
 from diffusion_playground.models.backbones.unet import UNetBackbone, unet_mnist, unet_mnist_cpu, unet_small, unet_tiny
+from diffusion_playground.models.edm_preconditioner import EDMPreconditioner
 from diffusion_playground.models.time_and_class_conditioned_model import TimeAndClassConditionedModel
 from diffusion_playground.training import distributed
 from diffusion_playground.training.acceleration import cpu_has_fast_bf16
@@ -37,7 +40,7 @@ class ImageConfig:
 
     time_steps: int = 1000  # T of the linear schedule (Ho et al. 2020), betas scaled by 1000 / T
     time_emb_dim: int = 128
-    prediction_type: str = "eps"  # the network's target: eps, x0 or v (Salimans & Ho 2022)
+    prediction_type: str = "eps"  # the objective (OBJECTIVES): eps, x0 or v (Salimans & Ho 2022), flow or edm
     epochs: int = 30
     train_steps: int | None = None  # instead of epochs: about this many optimizer steps, whatever the data size
     max_steps: int | None = None  # stop after this many optimizer steps (None: train every epoch)
@@ -53,6 +56,24 @@ class ImageConfig:
     clip_denoised: bool = True  # keep x0_hat in [-1, 1] while sampling (diffusion/thresholding.py)
     seed: int = 0
     small_backbone: bool = False  # the recipe's U-Net shrunk by its small_overrides (smoke tests)
+
+
+# What ImageConfig.prediction_type may be, and what each trains: a target of the linear schedule, flow matching's
+# velocity on RectifiedFlow's straight path, or Karras et al.'s preconditioned denoiser on EDMDiffusion's noise levels.
+OBJECTIVES = ("eps", "x0", "v", "flow", "edm")
+EDM_SIGMA_DATA = 0.5  # images in [-1, 1] (Karras et al. 2022, Table 1)
+
+
+def image_process(config: ImageConfig) -> NoiseSchedule | EDMDiffusion:
+    """The process ``config.prediction_type`` trains on: ``RectifiedFlow(T)`` for flow, ``EDMDiffusion()`` for edm,
+    else ``LinearNoiseSchedule.scaled(T)``."""
+    if config.prediction_type not in OBJECTIVES:
+        raise ValueError(f"the objective must be one of {OBJECTIVES}; got {config.prediction_type!r}")
+    if config.prediction_type == "flow":
+        return RectifiedFlow(config.time_steps)
+    if config.prediction_type == "edm":
+        return EDMDiffusion(sigma_data=EDM_SIGMA_DATA)
+    return LinearNoiseSchedule.scaled(config.time_steps)
 
 
 def quick_config(config: ImageConfig) -> ImageConfig:
@@ -147,11 +168,15 @@ def choose_recipe(
 
 def build_image_model(
     recipe: ImageRecipe, config: ImageConfig, backbone: Callable[..., UNetBackbone] | None = None
-) -> TimeAndClassConditionedModel:
+) -> TimeAndClassConditionedModel | EDMPreconditioner:
     """The class-conditional U-Net of ``config``: ``backbone`` (default: the recipe's full preset), shrunk by the
-    recipe's ``small_overrides`` when ``config.small_backbone``."""
+    recipe's ``small_overrides`` when ``config.small_backbone``, in the wrapper of ``config.prediction_type``
+    (:class:`EDMPreconditioner` for edm, else :class:`TimeAndClassConditionedModel`)."""
     overrides = recipe.small_overrides if config.small_backbone else {}
     backbone_model = (backbone or recipe.backbone)(cond_dim=config.time_emb_dim, **overrides)
+    if config.prediction_type == "edm":
+        return EDMPreconditioner(backbone_model, num_classes=len(recipe.class_names), sigma_data=EDM_SIGMA_DATA,
+                                 cond_drop_prob=config.cond_drop_prob)  # fmt: skip
     return TimeAndClassConditionedModel(
         backbone_model, num_classes=len(recipe.class_names), time_emb_dim=config.time_emb_dim,
         num_time_steps=config.time_steps, prediction_type=config.prediction_type, cond_drop_prob=config.cond_drop_prob,
@@ -168,7 +193,7 @@ def epochs_for(config: ImageConfig, num_images: int) -> int:
 
 def sample_class_grid(
     model: TimeAndClassConditionedModel,
-    schedule: LinearNoiseSchedule,
+    schedule: NoiseSchedule | EDMDiffusion,
     samples_per_class: int,
     *,
     sampler: str = "ddim",
@@ -210,8 +235,12 @@ def run_images(
     recipe: RecipeChoice = "auto",
     device: str | torch.device = "cpu",
     show_progress: bool = True,
+    objective: str | None = None,
 ) -> dict[str, object]:
     """Train a class-conditional U-Net on ``dataset``, then write a grid of samples (one row per class).
+
+    ``objective`` (one of :data:`OBJECTIVES`) replaces the recipe's: e.g. "flow" trains flow matching on
+    ``RectifiedFlow``, "edm" Karras et al.'s preconditioned denoiser on ``EDMDiffusion``, at the recipe's budget.
 
     ``recipe`` picks the full or the CPU recipe (:func:`choose_recipe`; "auto": the full one on a GPU with the
     whole dataset). ``quick`` turns the run into :func:`quick_config`'s smoke test. Under torchrun every process trains
@@ -224,8 +253,9 @@ def run_images(
     recipe_name, backbone, config = choose_recipe(spec, recipe, num_images=images.shape[0], device=device)
     config = replace(config, seed=seed, **({} if epochs is None else {"epochs": epochs, "train_steps": None}))
     config = quick_config(config) if quick else config
+    config = config if objective is None else replace(config, prediction_type=objective)
+    schedule = image_process(config)  # checks the objective before any training
     torch.manual_seed(config.seed)
-    schedule = LinearNoiseSchedule.scaled(config.time_steps)
     model = build_image_model(spec, config, backbone)
     start = time.perf_counter()
     history = train_denoiser(

@@ -10,6 +10,7 @@ from diffusion_playground.models.backbones import (
     unet_small,
     unet_tiny,
 )
+from diffusion_playground.models.autoencoder import ConvAutoencoder
 from diffusion_playground.models.cond_embedding import ClassEmbedding, TimeEmbedding, sinusoidal_embedding
 from diffusion_playground.models.multimodal_model import MultimodalModel
 from diffusion_playground.models.time_and_class_conditioned_model import TimeAndClassConditionedModel
@@ -21,6 +22,7 @@ from diffusion_playground.models.time_conditioned_model import TimeConditionedMo
 __all__ = [
     "BaseBackbone",
     "ClassEmbedding",
+    "ConvAutoencoder",
     "MLPBackbone",
     "MultimodalModel",
     "TimeAndClassConditionedModel",

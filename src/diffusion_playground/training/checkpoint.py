@@ -47,6 +47,8 @@ CHECKPOINT_KEYS = (
     "model", "ema", "ema_num_updates", "optimizer", "lr_scheduler", "grad_scaler", "step", "epoch", "step_in_epoch",
     "losses", "epoch_losses", "rng", "model_config", "noise_schedule", "train_config",
 )  # fmt: skip
+# what train_autoencoder writes (training/autoencoder_trainer.py)
+AUTOENCODER_KEYS = ("autoencoder", "autoencoder_config", "optimizer", "step", "epoch", "losses", "reconstruction", "train_config")
 _CHECKPOINT_NAME = re.compile(r"^checkpoint-step(\d+)\.pt$")
 _WRAPPERS: dict[str, type[nn.Module]] = {
     "TimeConditionedModel": TimeConditionedModel,
@@ -156,11 +158,14 @@ def load_verified(path: str | Path, map_location: str | torch.device = "cpu", *,
 
 
 def read_checkpoint(
-    path: str | Path, map_location: str | torch.device = "cpu", *, mmap: bool = False
-) -> dict[str, Any]:
+    path: str | Path, map_location: str | torch.device = "cpu", *, mmap: bool = False,
+    keys: tuple[str, ...] = CHECKPOINT_KEYS,
+) -> dict[str, Any]:  # fmt: skip
     """Load one checkpoint file, raising :class:`CheckpointError` with the reason when it can't be used.
 
     The archive's checksums are verified first; ``mmap=True`` leaves the tensors on disk (to check a file cheaply).
+    ``keys`` are the entries it must hold: a denoiser's (train_denoiser) by default, or an autoencoder's
+    (AUTOENCODER_KEYS, train_autoencoder).
     """
     path = Path(path)
     if not path.is_file():
@@ -176,7 +181,11 @@ def read_checkpoint(
             f"format {CHECKPOINT_FORMAT_VERSION}; load it with the package version that wrote it "
             f"({state.get('package_version', 'unknown')})"
         )
-    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+    missing = [key for key in keys if key not in state]
+    if missing and keys == CHECKPOINT_KEYS and "autoencoder" in state:
+        raise CheckpointError(f"{path} is an autoencoder checkpoint (train_autoencoder): load it with load_autoencoder")
+    if missing and "autoencoder" in missing and "model" in state:
+        raise CheckpointError(f"{path} is a denoiser checkpoint (train_denoiser), not an autoencoder's: load it with load_checkpoint")
     if missing:
         raise CheckpointError(
             f"{path} is incomplete: it has no {', '.join(missing)} (not written by train_denoiser?); "
@@ -185,7 +194,7 @@ def read_checkpoint(
     return state
 
 
-def is_valid_checkpoint(path: str | Path) -> bool:
+def is_valid_checkpoint(path: str | Path, keys: tuple[str, ...] = CHECKPOINT_KEYS) -> bool:
     """Whether ``path`` is a checkpoint :func:`read_checkpoint` accepts (checksums verified, tensors left on disk);
     remembered per (path, size, modification time), so pruning after each save re-reads only new files."""
     path = Path(path)
@@ -193,25 +202,25 @@ def is_valid_checkpoint(path: str | Path) -> bool:
         info = path.stat()
     except OSError:
         return False
-    return _is_valid_checkpoint(str(path), info.st_size, info.st_mtime_ns)
+    return _is_valid_checkpoint(str(path), info.st_size, info.st_mtime_ns, keys)
 
 
 @functools.lru_cache(maxsize=256)
-def _is_valid_checkpoint(path: str, size: int, mtime_ns: int) -> bool:
+def _is_valid_checkpoint(path: str, size: int, mtime_ns: int, keys: tuple[str, ...]) -> bool:
     try:
-        read_checkpoint(path, mmap=True)
+        read_checkpoint(path, mmap=True, keys=keys)
     except (CheckpointError, OSError):
         return False
     return True
 
 
 def read_newest_valid_checkpoint(
-    directory: str | Path, map_location: str | torch.device = "cpu"
+    directory: str | Path, map_location: str | torch.device = "cpu", *, keys: tuple[str, ...] = CHECKPOINT_KEYS
 ) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint in ``directory`` that loads; unusable newer ones are reported and skipped."""
+    """The newest checkpoint in ``directory`` that loads (with ``keys``); unusable newer ones are reported and skipped."""
     for path in list_checkpoints(directory):
         try:
-            return path, read_checkpoint(path, map_location)
+            return path, read_checkpoint(path, map_location, keys=keys)
         except CheckpointError as error:
             warnings.warn(f"skipping unusable checkpoint: {error}", RuntimeWarning, stacklevel=2)
     return None
@@ -229,7 +238,7 @@ def move_aside_old_checkpoints(directory: str | Path) -> Path | None:
     return aside
 
 
-def prune_checkpoints(directory: str | Path, keep_last: int) -> None:
+def prune_checkpoints(directory: str | Path, keep_last: int, *, keys: tuple[str, ...] = CHECKPOINT_KEYS) -> None:
     """Keep the ``keep_last`` newest *valid* checkpoints and delete the older files.
 
     Only valid checkpoints count: a corrupt or foreign file named like a newer checkpoint neither takes a slot
@@ -240,7 +249,7 @@ def prune_checkpoints(directory: str | Path, keep_last: int) -> None:
     for path in list_checkpoints(directory):
         if kept >= keep_last:
             path.unlink(missing_ok=True)
-        elif is_valid_checkpoint(path):
+        elif is_valid_checkpoint(path, keys):
             kept += 1
 
 
