@@ -173,6 +173,28 @@ def test_inpaint_and_edit_a_digits_checkpoint_and_refuse_bad_files(tmp_path, cap
     assert "works on image checkpoints" in error_of(capsys, "edit", str(moons_checkpoint), *image_args, "--strength", "0.5")
 
 
+def test_every_checkpoint_command_runs_on_an_edm_checkpoint(tmp_path, capsys):
+    out = tmp_path / "edm"
+    run_in_process(capsys, "train", "digits", "--objective", "edm", "--quick", "--out", str(out), "--device", "cpu", "--no-progress")
+    checkpoint = str(out / "checkpoints")
+    assert type(load_checkpoint(checkpoint)).__name__ == "EDMPreconditioner"
+    run_in_process(capsys, "sample", checkpoint, "--sampler", "heun", "--steps", "4", "--n", "1", "--out", str(tmp_path / "s"), "--no-progress")
+    assert torch.load(tmp_path / "s.pt")["samples"].shape == (10, 1, 8, 8)
+    shown = run_in_process(capsys, "evaluate", checkpoint, "--n", "2", "--steps", "4", "--classifier", str(tmp_path / "c.pt"), "--no-progress")
+    assert "class accuracy" in shown
+    run_in_process(capsys, "animate", checkpoint, "--steps", "8", "--frames", "6", "--out", str(tmp_path / "a"), "--no-progress")
+    assert (tmp_path / "a.gif").stat().st_size > 1000
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "digit.png")
+    mask = np.zeros((8, 8), np.uint8)
+    mask[:, :4] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    run_in_process(capsys, "inpaint", checkpoint, "--image", str(tmp_path / "digit.png"), "--mask", str(tmp_path / "mask.png"),
+                   "--sampler", "ddim", "--steps", "4", "--n", "2", "--out", str(tmp_path / "i"), "--no-progress")  # fmt: skip
+    assert torch.load(tmp_path / "i.pt")["results"].shape == (2, 1, 8, 8)
+    for command in ("sample", "animate"):
+        assert "an EDMDiffusion has none" in error_of(capsys, command, checkpoint, "--sampler", "ddpm", "--steps", "8")
+
+
 def test_a_bad_checkpoint_gives_one_line_of_error(tmp_path, capsys):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")

@@ -249,11 +249,13 @@ def sampler_sigmas(
     the trained levels of a trained wrapper; ddpm's strided trained steps. Its length - 1 is the steps walked (a
     snapped grid can have fewer than asked)."""
     spec = check_sampler(sampler)
+    continuous = isinstance(noise_schedule, EDMDiffusion)
+    if continuous:
+        _check_continuous_sampling(model, sampler)  # e.g. ddpm, which needs trained steps
     if sampler == "ddpm":
         time_steps = uniform_time_steps(noise_schedule.T, noise_schedule.T) if steps is None else (
             strided_time_steps(noise_schedule, steps, sigma_min, sigma_max))  # fmt: skip
         return sigmas_at_time_steps(noise_schedule, time_steps)
-    continuous = isinstance(noise_schedule, EDMDiffusion)
     spacing = step_schedule or ("log_snr" if continuous and spec.step_schedule == "uniform" else spec.step_schedule)
     discrete = not isinstance(model, Denoiser) or model.discrete_schedule is not None
     return step_sigmas(noise_schedule, steps, spacing, discrete=discrete, sigma_min=sigma_min, sigma_max=sigma_max)
