@@ -24,7 +24,7 @@ from diffusion_playground.diffusion.edm import EDMDiffusion
 from diffusion_playground.diffusion.guidance import ClassifierFreeGuidance
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule, sigma_from_alpha_bar, vp_scale
 from diffusion_playground.diffusion.parameterization import check_prediction_type, coefficients, x0_eps_from_prediction
-from diffusion_playground.diffusion.samplers import sample_ddim, sample_dpmpp_2m, sample_euler, sample_heun
+from diffusion_playground.diffusion.samplers import check_eta, sample_ddim, sample_dpmpp_2m, sample_euler, sample_heun
 from diffusion_playground.diffusion.step_schedules import (
     StepSchedule,
     check_num_steps,
@@ -209,6 +209,12 @@ def class_labels_tensor(
     return labels
 
 
+def check_guidance_labels(guidance_scale: float, labels: Tensor | None) -> None:
+    """Classifier-free guidance needs the classes it guides towards: a ValueError for w != 0 without labels."""
+    if guidance_scale != 0.0 and labels is None:
+        raise ValueError(f"guidance_scale={guidance_scale} needs class_labels to guide towards (and a class-conditional model)")
+
+
 @dataclass(frozen=True)
 class SamplerSpec:
     """How :func:`generate_samples` runs one sampler: its function, default step spacing and NFE per step count."""
@@ -389,8 +395,7 @@ def generate_samples(
         check_num_steps(steps)
     elif sigma_min is not None or sigma_max is not None:
         raise ValueError("sigma_min / sigma_max set the range of a few-step grid; pass steps as well (steps=None walks every trained step)")
-    if not 0.0 <= check_real("eta", eta) <= 1.0:
-        raise ValueError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM-like); got {eta}")
+    check_eta(check_real("eta", eta))
     if eta != 0.0 and sampler != "ddim":
         raise ValueError(f"eta is DDIM's parameter; got eta={eta} with sampler={sampler!r} (use sampler='ddim')")
     if s_churn != 0.0 and sampler != "heun":
@@ -407,8 +412,7 @@ def generate_samples(
         )
     device = check_device(device) if device is not None else model_device(model)
     labels = class_labels_tensor(model, class_labels, full_shape[0], device)
-    if guidance_scale != 0.0 and labels is None:
-        raise ValueError(f"guidance_scale={guidance_scale} needs class_labels to guide towards (and a class-conditional model)")
+    check_guidance_labels(guidance_scale, labels)
     schedule = copy.copy(noise_schedule).to(device)  # a device copy: the caller's schedule stays where it is
     if not continuous:
         _check_schedule_fits_model(model, schedule)

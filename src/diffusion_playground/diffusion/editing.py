@@ -4,7 +4,7 @@ Both walk the samplers' VE variable x_sigma = x0 + sigma eps (denoiser.py) on th
 :func:`~diffusion_playground.diffusion.backward.generate_samples`, so they work on any trained wrapper (eps, x0, v,
 flow), on the exact :class:`~diffusion_playground.diffusion.optimal_denoiser.OptimalDenoiser`, and with guidance.
 
-Inpainting (Song et al. 2021 "Score-based generative modeling", appendix I.2; Lugmayr et al. 2022 "RePaint", eq. 8),
+Inpainting (Song et al. 2021 "Score-based generative modeling", appendix I.2; Lugmayr et al. 2022 "RePaint", section 4.1),
 with a mask m = 1 where the image y is known: after every reverse step sigma_t -> sigma_s,
 
     x_s = m * (y + sigma_s eps') + (1 - m) * x_s^reverse,     eps' ~ N(0, I) fresh,
@@ -32,8 +32,8 @@ from torch import Tensor, nn
 from diffusion_playground.checks import check_integer, check_real
 from diffusion_playground.diffusion.backward import (
     SamplerName,
-    _check_continuous_sampling,
     _check_schedule_fits_model,
+    check_guidance_labels,
     class_labels_tensor,
     generate_samples,
     model_device,
@@ -43,7 +43,7 @@ from diffusion_playground.diffusion.backward import (
 )
 from diffusion_playground.diffusion.edm import EDMDiffusion
 from diffusion_playground.diffusion.noise_schedule import NoiseSchedule
-from diffusion_playground.diffusion.samplers import ddim_step
+from diffusion_playground.diffusion.samplers import check_eta, ddim_step
 from diffusion_playground.diffusion.step_schedules import sigmas_at_time_steps, uniform_time_steps
 from diffusion_playground.diffusion.training_utils import randn_like
 
@@ -114,23 +114,18 @@ def inpaint(
         raise ValueError(f"inpainting walks the reverse posterior: sampler must be 'ddpm' or 'ddim'; got {sampler!r}")
     if eta is not None and sampler == "ddpm":
         raise ValueError("sampler='ddpm' is DDIM with eta = 1; pass sampler='ddim' to choose eta")
-    eta = 1.0 if sampler == "ddpm" else 0.0 if eta is None else check_real("eta", eta)
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM-like); got {eta}")
+    eta = 1.0 if sampler == "ddpm" else 0.0 if eta is None else check_eta(check_real("eta", eta))
     resample = check_integer("resample", resample, minimum=1)
     guidance_scale = check_real("guidance_scale", guidance_scale, minimum=0.0)
-    if isinstance(noise_schedule, EDMDiffusion):
-        _check_continuous_sampling(model, sampler)
-    elif isinstance(noise_schedule, NoiseSchedule):
+    if isinstance(noise_schedule, NoiseSchedule):
         _check_schedule_fits_model(model, noise_schedule)
-    else:
+    elif not isinstance(noise_schedule, EDMDiffusion):  # an EDMDiffusion's sampler is checked by sampler_sigmas
         raise TypeError(f"noise_schedule must be the NoiseSchedule (or EDMDiffusion) the model was trained with; got {type(noise_schedule).__name__}")
     device = model_device(model)
     image = check_image(image).to(device)
     mask = check_mask(mask, image)
     labels = class_labels_tensor(model, class_labels, image.shape[0], device)
-    if guidance_scale != 0.0 and labels is None:
-        raise ValueError(f"guidance_scale={guidance_scale} needs class_labels to guide towards (and a class-conditional model)")
+    check_guidance_labels(guidance_scale, labels)
     schedule = copy.copy(noise_schedule).to(device)  # a device copy: the caller's schedule stays where it is
     sigmas = [float(s) for s in sampler_sigmas(model, schedule, sampler, steps)]  # the grid generate_samples walks
 
@@ -147,7 +142,7 @@ def inpaint(
         for sigma_t, sigma_s in zip(sigmas, sigmas[1:]):
             for repeat in range(resample):
                 x_s, _ = ddim_step(denoiser, x, sigma_t, sigma_s, labels=labels, eta=eta, generator=generator)
-                x_s = mask * known(sigma_s) + (1 - mask) * x_s  # replacement (RePaint, eq. 8)
+                x_s = mask * known(sigma_s) + (1 - mask) * x_s  # replacement (RePaint, section 4.1)
                 if repeat < resample - 1:  # back up to sigma_t with the forward transition (RePaint, section 4.2)
                     x = x_s + (sigma_t**2 - sigma_s**2) ** 0.5 * randn_like(x_s, generator)
             x = x_s

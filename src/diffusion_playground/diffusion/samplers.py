@@ -176,13 +176,19 @@ def sample_ddim(
     eta = 0 is deterministic (the probability-flow ODE, Euler's method in sigma); eta = 1 is DDPM's ancestral step
     with the posterior q(x_s | x_t, x0) of the (possibly strided) chain.
     """
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM-like); got {eta}")
+    check_eta(eta)
     steps = _Steps(x, sigmas, callback, return_trajectory)
     for i in range(len(steps)):
         x, denoised = ddim_step(denoiser, x, steps.sigmas[i], steps.sigmas[i + 1], labels=labels, eta=eta, generator=generator)
         steps.done(i, x, denoised)
     return steps.output(x)
+
+
+def check_eta(eta: float) -> float:
+    """DDIM's eta, which must lie in [0, 1] (0: deterministic, 1: DDPM's posterior variance; Song et al. 2021, eq. 16)."""
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must lie in [0, 1] (0: deterministic DDIM, 1: DDPM-like); got {eta}")
+    return eta
 
 
 def ddim_step(
@@ -260,4 +266,4 @@ def sample_dpmpp_2m(
     return steps.output(x)
 
 
-__all__ = ["SigmaCallback", "ddim_step", "sample_ddim", "sample_dpmpp_2m", "sample_euler", "sample_heun", "to_d"]
+__all__ = ["SigmaCallback", "check_eta", "ddim_step", "sample_ddim", "sample_dpmpp_2m", "sample_euler", "sample_heun", "to_d"]

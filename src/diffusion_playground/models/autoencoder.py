@@ -5,9 +5,9 @@ stride-2 convolutions; odd sides round up, 28 -> 14 -> 7); the decoder D maps it
 "KL-reg." first stage) E outputs a diagonal Gaussian q(z | x) = N(mu(x), diag(exp(log_var(x)))) and training adds a
 small KL(q(z | x) || N(0, I)); without it E is deterministic.
 
-Diffusion then runs on the latents scaled to unit variance, z * ``scale_factor`` (section 4.3.2 and appendix G:
-"we rescale the latents by the component-wise standard deviation"; here one scalar, 1 / std of the training latents,
-fitted by :meth:`ConvAutoencoder.fit_scale_factor` and stored as a buffer, so it travels with the checkpoint).
+Diffusion then runs on the latents scaled to unit variance, z * ``scale_factor`` (Rombach et al. 2022, section
+4.3.2 and appendix G: the KL-regularised latents are rescaled by an estimate of their standard deviation; here one
+scalar, 1 / std of the training latents, fitted by :meth:`ConvAutoencoder.fit_scale_factor` and stored as a buffer, so it travels with the checkpoint).
 """
 
 from __future__ import annotations
